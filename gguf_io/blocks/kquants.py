@@ -1,0 +1,582 @@
+"""The 256-element super-block formats: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+
+Quantizers port ggml-quants.c's `quantize_row_q*_K_ref` (what llama-quantize runs
+without an importance matrix) step for step in float32; every product or sum that C
+does in float is done in float32 here (`F32(...)` around integers, never a Python float
+literal in arithmetic), so the chosen levels match llama.cpp's. Layouts, in struct order:
+  Q2_K scales[16] qs[64] d:f16 dmin:f16           (84 bytes)
+  Q3_K hmask[32] qs[64] scales[12] d:f16          (110)
+  Q4_K d:f16 dmin:f16 scales[12] qs[128]          (144)
+  Q5_K d:f16 dmin:f16 scales[12] qh[32] qs[128]   (176)
+  Q6_K ql[128] qh[64] scales:i8[16] d:f16         (210)
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .bits import F32, fp32_to_fp16, fp16_to_fp32, get_f16, nearest_int, put_u16
+
+QK_K = 256
+GROUP_MAX_EPS = F32(1e-15)
+CHUNK = 64  # super-blocks per parallel work item (scratch buffers are per item)
+
+
+# ---------------------------------------------------------------- level search helpers
+
+@njit(cache=True)
+def make_qx_quants(n, nmax, x, L):
+    """Symmetric levels in [-nmax, nmax) with an x^2-weighted scale search (rmse_type 1)."""
+    vmax = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / vmax
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l + nmax
+        w = x[i] * x[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    scale = sumlx / suml2 if suml2 != 0 else F32(0.0)
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(F32(nmax) + F32(0.1) * F32(step)) / vmax
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            w = x[i] * x[i]
+            sumlx += w * x[i] * F32(l)
+            suml2 += w * F32(l) * F32(l)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True)
+def make_q3_quants(n, nmax, x, L):
+    """Symmetric levels with iterative x^2-weighted refinement (make_q3_quants, do_rmse)."""
+    vmax = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / vmax
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l
+        w = x[i] * x[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = x[i] * x[i]
+            slx = sumlx - w * x[i] * F32(L[i])
+            if slx > 0:
+                sl2 = suml2 - w * F32(L[i]) * F32(L[i])
+                new_l = max(-nmax, min(nmax - 1, nearest_int(x[i] * sl2 / slx)))
+                if new_l != L[i]:
+                    slx += w * x[i] * F32(new_l)
+                    sl2 += w * F32(new_l) * F32(new_l)
+                    if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    for i in range(n):
+        L[i] += nmax
+    return sumlx / suml2 if suml2 > 0 else F32(0.0)
+
+
+@njit(cache=True)
+def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """Asymmetric levels in [0, nmax] with a weighted search over scale and min.
+
+    Returns (scale, -min) like ggml's (return value, *the_min)."""
+    vmin = x[0]
+    vmax = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < vmin:
+            vmin = x[i]
+        if x[i] > vmax:
+            vmax = x[i]
+        w = weights[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if vmin > 0:
+        vmin = F32(0.0)
+    if vmax == vmin:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0), -vmin
+    iscale = F32(nmax) / (vmax - vmin)
+    scale = F32(1.0) / iscale
+    best_error = F32(0.0)
+    for i in range(n):
+        l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
+        L[i] = l
+        diff = scale * F32(l) + vmin - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        best_error += weights[i] * diff
+    if nstep < 1:
+        return scale, -vmin
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (vmax - vmin)
+        sum_l = F32(0.0)
+        sum_l2 = F32(0.0)
+        sum_xl = F32(0.0)
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
+            Laux[i] = l
+            w = weights[i]
+            fl = F32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = F32(0.0)
+                this_scale = sum_xl / sum_l2
+            cur_error = F32(0.0)
+            for i in range(n):
+                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                cur_error += weights[i] * diff
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                vmin = this_min
+    return scale, -vmin
+
+
+@njit(cache=True, inline="always")
+def _pack_2bit(L, out, o):
+    """Four 2-bit levels per byte: byte l of each 32-byte group holds L[l], L[l+32], L[l+64], L[l+96]."""
+    for j in range(0, QK_K, 128):
+        for l in range(32):
+            out[o + j // 4 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 2)
+                                           | (L[j + l + 64] << 4) | (L[j + l + 96] << 6))
+
+
+@njit(cache=True, inline="always")
+def get_scale_min_k4(j, raw, o):
+    """The j-th 6-bit (scale, min) pair of the 12-byte Q4_K/Q5_K scales field at raw[o]."""
+    if j < 4:
+        return np.int32(raw[o + j]) & 63, np.int32(raw[o + j + 4]) & 63
+    sc = (np.int32(raw[o + j + 4]) & 0xF) | ((np.int32(raw[o + j - 4]) >> 6) << 4)
+    m = (np.int32(raw[o + j + 4]) >> 4) | ((np.int32(raw[o + j]) >> 6) << 4)
+    return sc, m
+
+
+@njit(cache=True, inline="always")
+def _put_scale_min_k4(out, o, scales_q, mins_q):
+    for j in range(8):
+        ls, lm = scales_q[j], mins_q[j]
+        if j < 4:
+            out[o + j] = np.uint8(ls)
+            out[o + j + 4] = np.uint8(lm)
+        else:
+            out[o + j + 4] = np.uint8((ls & 0xF) | ((lm & 0xF) << 4))
+            out[o + j - 4] |= np.uint8((ls >> 4) << 6)
+            out[o + j] |= np.uint8((lm >> 4) << 6)
+
+
+# ---------------------------------------------------------------- Q2_K
+
+@njit(cache=True, parallel=True)
+def quantize_q2_k(x, out):
+    nb = x.size // QK_K
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        L = np.empty(QK_K, np.int32)
+        Laux = np.empty(16, np.int32)
+        weights = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            xb = x[b * QK_K:(b + 1) * QK_K]
+            o = b * 84
+            max_scale = F32(0.0)
+            max_min = F32(0.0)
+            for j in range(16):
+                for l in range(16):
+                    weights[l] = abs(xb[16 * j + l])
+                scales[j], mins[j] = make_qkx2_quants(16, 3, xb[16 * j:16 * j + 16], weights,
+                                                      L[16 * j:16 * j + 16], Laux,
+                                                      F32(-0.5), F32(0.1), 15, True)
+                max_scale = max(max_scale, scales[j])
+                max_min = max(max_min, mins[j])
+            if max_scale > 0:
+                iscale = F32(15.0) / max_scale
+                for j in range(16):
+                    out[o + j] = np.uint8(nearest_int(iscale * scales[j]) & 0xFF)
+                put_u16(out, o + 80, fp32_to_fp16(max_scale / F32(15.0)))
+            else:
+                for j in range(16):
+                    out[o + j] = 0
+                put_u16(out, o + 80, fp32_to_fp16(F32(0.0)))
+            if max_min > 0:
+                iscale = F32(15.0) / max_min
+                for j in range(16):
+                    out[o + j] |= np.uint8((nearest_int(iscale * mins[j]) << 4) & 0xFF)
+                put_u16(out, o + 82, fp32_to_fp16(max_min / F32(15.0)))
+            else:
+                put_u16(out, o + 82, fp32_to_fp16(F32(0.0)))
+            dall = get_f16(out, o + 80)
+            dmin = get_f16(out, o + 82)
+            for j in range(16):
+                d = dall * F32(out[o + j] & 0xF)
+                if d == 0:
+                    continue
+                dm = dmin * F32(out[o + j] >> 4)
+                for ii in range(16):
+                    L[16 * j + ii] = max(0, min(3, nearest_int((xb[16 * j + ii] + dm) / d)))
+            _pack_2bit(L, out, o + 16)
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q2_k(raw, out):
+    for b in prange(raw.size // 84):
+        o, y = b * 84, b * QK_K
+        d = get_f16(raw, o + 80)
+        dmin = get_f16(raw, o + 82)
+        for half in range(2):
+            q = o + 16 + 32 * half
+            for shift_i in range(4):
+                shift = 2 * shift_i
+                for sub in range(2):
+                    sc = raw[o + 8 * half + 2 * shift_i + sub]
+                    dl = d * F32(sc & 0xF)
+                    ml = dmin * F32(sc >> 4)
+                    base = y + 128 * half + 32 * shift_i + 16 * sub
+                    for l in range(16):
+                        out[base + l] = dl * F32((raw[q + 16 * sub + l] >> shift) & 3) - ml
+
+
+# ---------------------------------------------------------------- Q3_K
+
+@njit(cache=True, inline="always")
+def _q3_scale(raw, o, j):
+    """The j-th 6-bit Q3_K scale (offset by 32) from the 12-byte field at raw[o]."""
+    low = np.int32(raw[o + j]) & 0xF if j < 8 else np.int32(raw[o + j - 8]) >> 4
+    high = (np.int32(raw[o + 8 + j % 4]) >> (2 * (j // 4))) & 3
+    return (low | (high << 4)) - 32
+
+
+@njit(cache=True, parallel=True)
+def quantize_q3_k(x, out):
+    nb = x.size // QK_K
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        L = np.empty(QK_K, np.int32)
+        scales = np.empty(16, np.float32)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            xb = x[b * QK_K:(b + 1) * QK_K]
+            o = b * 110
+            max_scale = F32(0.0)
+            amax = F32(0.0)
+            for j in range(16):
+                scales[j] = make_q3_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16])
+                scale = abs(scales[j])
+                if scale > amax:
+                    amax = scale
+                    max_scale = scales[j]
+            for k in range(12):
+                out[o + 96 + k] = 0
+            if max_scale != 0:
+                iscale = F32(-32.0) / max_scale
+                for j in range(16):
+                    l = max(-32, min(31, nearest_int(iscale * scales[j]))) + 32
+                    if j < 8:
+                        out[o + 96 + j] = np.uint8(l & 0xF)
+                    else:
+                        out[o + 96 + j - 8] |= np.uint8((l & 0xF) << 4)
+                    out[o + 96 + 8 + j % 4] |= np.uint8((l >> 4) << (2 * (j // 4)))
+                put_u16(out, o + 108, fp32_to_fp16(F32(1.0) / iscale))
+            else:
+                put_u16(out, o + 108, fp32_to_fp16(F32(0.0)))
+            dall = get_f16(out, o + 108)
+            for j in range(16):
+                d = dall * F32(_q3_scale(out, o + 96, j))
+                if d == 0:
+                    continue
+                for ii in range(16):
+                    L[16 * j + ii] = max(-4, min(3, nearest_int(xb[16 * j + ii] / d))) + 4
+            for k in range(32):
+                out[o + k] = 0
+            m = 0
+            hm = 1
+            for j in range(QK_K):
+                if L[j] > 3:
+                    out[o + m] |= np.uint8(hm)
+                    L[j] -= 4
+                m += 1
+                if m == 32:
+                    m = 0
+                    hm <<= 1
+            _pack_2bit(L, out, o + 32)
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q3_k(raw, out):
+    for b in prange(raw.size // 110):
+        o, y = b * 110, b * QK_K
+        d_all = get_f16(raw, o + 108)
+        for half in range(2):
+            q = o + 32 + 32 * half
+            for shift_i in range(4):
+                shift = 2 * shift_i
+                bit = 4 * half + shift_i
+                for sub in range(2):
+                    dl = d_all * F32(_q3_scale(raw, o + 96, 8 * half + 2 * shift_i + sub))
+                    base = y + 128 * half + 32 * shift_i + 16 * sub
+                    for l in range(16):
+                        k = 16 * sub + l
+                        low = np.int32((raw[q + k] >> shift) & 3)
+                        high = 0 if (raw[o + k] >> bit) & 1 else 4
+                        out[base + l] = dl * F32(low - high)
+
+
+# ---------------------------------------------------------------- Q4_K and Q5_K
+
+@njit(cache=True, inline="always")
+def _quantize_scale_min_blocks(xb, nmax, rmin, rdelta, nstep, L, Laux, weights, scales, mins):
+    """Eight 32-element sub-blocks, each fitted with make_qkx2_quants; returns (max scale, max min)."""
+    max_scale = F32(0.0)
+    max_min = F32(0.0)
+    for j in range(8):
+        sum_x2 = F32(0.0)
+        for l in range(32):
+            sum_x2 += xb[32 * j + l] * xb[32 * j + l]
+        av_x = np.sqrt(sum_x2 / F32(32.0))
+        for l in range(32):
+            weights[l] = av_x + abs(xb[32 * j + l])
+        scales[j], mins[j] = make_qkx2_quants(32, nmax, xb[32 * j:32 * j + 32], weights,
+                                              L[32 * j:32 * j + 32], Laux,
+                                              rmin, rdelta, nstep, False)
+        max_scale = max(max_scale, scales[j])
+        max_min = max(max_min, mins[j])
+    return max_scale, max_min
+
+
+@njit(cache=True, inline="always")
+def _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm):
+    """Write d, dmin (f16) and the 12-byte 6-bit scales/mins field starting at out[o]."""
+    inv_scale = F32(63.0) / max_scale if max_scale > 0 else F32(0.0)
+    inv_min = F32(63.0) / max_min if max_min > 0 else F32(0.0)
+    for j in range(8):
+        ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+        lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+    _put_scale_min_k4(out, o + 4, ls, lm)
+    put_u16(out, o, fp32_to_fp16(max_scale / F32(63.0)))
+    put_u16(out, o + 2, fp32_to_fp16(max_min / F32(63.0)))
+
+
+@njit(cache=True, inline="always")
+def _requantize_scale_min(xb, out, o, nmax, L):
+    """Levels again against the scales as stored (f16 d times 6-bit scale)."""
+    dall = get_f16(out, o)
+    dmin = get_f16(out, o + 2)
+    for j in range(8):
+        sc, m = get_scale_min_k4(j, out, o + 4)
+        d = dall * F32(sc)
+        if d == 0:
+            continue
+        dm = dmin * F32(m)
+        for ii in range(32):
+            L[32 * j + ii] = max(0, min(nmax, nearest_int((xb[32 * j + ii] + dm) / d)))
+
+
+@njit(cache=True, parallel=True)
+def quantize_q4_k(x, out):
+    nb = x.size // QK_K
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        L = np.empty(QK_K, np.int32)
+        Laux = np.empty(32, np.int32)
+        weights = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        mins = np.empty(8, np.float32)
+        ls = np.empty(8, np.int32)
+        lm = np.empty(8, np.int32)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            xb = x[b * QK_K:(b + 1) * QK_K]
+            o = b * 144
+            max_scale, max_min = _quantize_scale_min_blocks(xb, 15, F32(-1.0), F32(0.1), 20,
+                                                            L, Laux, weights, scales, mins)
+            _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
+            _requantize_scale_min(xb, out, o, 15, L)
+            for j in range(0, QK_K, 64):
+                for l in range(32):
+                    out[o + 16 + j // 2 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 4))
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q4_k(raw, out):
+    for b in prange(raw.size // 144):
+        o, y = b * 144, b * QK_K
+        d = get_f16(raw, o)
+        dmin = get_f16(raw, o + 2)
+        for g in range(4):
+            sc1, m1 = get_scale_min_k4(2 * g, raw, o + 4)
+            sc2, m2 = get_scale_min_k4(2 * g + 1, raw, o + 4)
+            d1, dm1 = d * F32(sc1), dmin * F32(m1)
+            d2, dm2 = d * F32(sc2), dmin * F32(m2)
+            q = o + 16 + 32 * g
+            for l in range(32):
+                out[y + 64 * g + l] = d1 * F32(raw[q + l] & 0xF) - dm1
+                out[y + 64 * g + 32 + l] = d2 * F32(raw[q + l] >> 4) - dm2
+
+
+@njit(cache=True, parallel=True)
+def quantize_q5_k(x, out):
+    nb = x.size // QK_K
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        L = np.empty(QK_K, np.int32)
+        Laux = np.empty(32, np.int32)
+        weights = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        mins = np.empty(8, np.float32)
+        ls = np.empty(8, np.int32)
+        lm = np.empty(8, np.int32)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            xb = x[b * QK_K:(b + 1) * QK_K]
+            o = b * 176
+            max_scale, max_min = _quantize_scale_min_blocks(xb, 31, F32(-0.5), F32(0.1), 15,
+                                                            L, Laux, weights, scales, mins)
+            _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
+            _requantize_scale_min(xb, out, o, 31, L)
+            for k in range(32):
+                out[o + 16 + k] = 0
+            m1, m2 = 1, 2
+            for n in range(0, QK_K, 64):
+                for j in range(32):
+                    l1 = L[n + j]
+                    if l1 > 15:
+                        l1 -= 16
+                        out[o + 16 + j] |= np.uint8(m1)
+                    l2 = L[n + j + 32]
+                    if l2 > 15:
+                        l2 -= 16
+                        out[o + 16 + j] |= np.uint8(m2)
+                    out[o + 48 + n // 2 + j] = np.uint8(l1 | (l2 << 4))
+                m1 <<= 2
+                m2 <<= 2
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q5_k(raw, out):
+    for b in prange(raw.size // 176):
+        o, y = b * 176, b * QK_K
+        d = get_f16(raw, o)
+        dmin = get_f16(raw, o + 2)
+        for g in range(4):
+            sc1, m1 = get_scale_min_k4(2 * g, raw, o + 4)
+            sc2, m2 = get_scale_min_k4(2 * g + 1, raw, o + 4)
+            d1, dm1 = d * F32(sc1), dmin * F32(m1)
+            d2, dm2 = d * F32(sc2), dmin * F32(m2)
+            q = o + 48 + 32 * g
+            for l in range(32):
+                h = raw[o + 16 + l]
+                lo = np.int32(raw[q + l] & 0xF) + (16 if (h >> (2 * g)) & 1 else 0)
+                hi = np.int32(raw[q + l] >> 4) + (16 if (h >> (2 * g + 1)) & 1 else 0)
+                out[y + 64 * g + l] = d1 * F32(lo) - dm1
+                out[y + 64 * g + 32 + l] = d2 * F32(hi) - dm2
+
+
+# ---------------------------------------------------------------- Q6_K
+
+@njit(cache=True, parallel=True)
+def quantize_q6_k(x, out):
+    nb = x.size // QK_K
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        L = np.empty(QK_K, np.int32)
+        scales = np.empty(16, np.float32)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            xb = x[b * QK_K:(b + 1) * QK_K]
+            o = b * 210
+            max_scale = F32(0.0)
+            max_abs_scale = F32(0.0)
+            for ib in range(16):
+                scale = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16])
+                scales[ib] = scale
+                if abs(scale) > max_abs_scale:
+                    max_abs_scale = abs(scale)
+                    max_scale = scale
+            if max_abs_scale < GROUP_MAX_EPS:
+                for k in range(210):
+                    out[o + k] = 0
+                continue
+            iscale = F32(-128.0) / max_scale
+            put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
+            for ib in range(16):
+                out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
+            dall = get_f16(out, o + 208)
+            for j in range(16):
+                d = dall * F32(np.int8(out[o + 192 + j]))
+                if d == 0:
+                    continue
+                for ii in range(16):
+                    L[16 * j + ii] = max(-32, min(31, nearest_int(xb[16 * j + ii] / d))) + 32
+            for half in range(2):
+                j = 128 * half
+                ql = o + 64 * half
+                qh = o + 128 + 32 * half
+                for l in range(32):
+                    a, b_, c_, d_ = L[j + l], L[j + l + 32], L[j + l + 64], L[j + l + 96]
+                    out[ql + l] = np.uint8((a & 0xF) | ((c_ & 0xF) << 4))
+                    out[ql + l + 32] = np.uint8((b_ & 0xF) | ((d_ & 0xF) << 4))
+                    out[qh + l] = np.uint8((a >> 4) | ((b_ >> 4) << 2) | ((c_ >> 4) << 4) | ((d_ >> 4) << 6))
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q6_k(raw, out):
+    for b in prange(raw.size // 210):
+        o, y = b * 210, b * QK_K
+        d = get_f16(raw, o + 208)
+        for half in range(2):
+            ql = o + 64 * half
+            qh = o + 128 + 32 * half
+            sc = o + 192 + 8 * half
+            base = y + 128 * half
+            for l in range(32):
+                i = l // 16
+                h = raw[qh + l]
+                q1 = np.int32((raw[ql + l] & 0xF) | ((h & 3) << 4)) - 32
+                q2 = np.int32((raw[ql + l + 32] & 0xF) | (((h >> 2) & 3) << 4)) - 32
+                q3 = np.int32((raw[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32
+                q4 = np.int32((raw[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32
+                out[base + l] = d * F32(np.int8(raw[sc + i])) * F32(q1)
+                out[base + l + 32] = d * F32(np.int8(raw[sc + i + 2])) * F32(q2)
+                out[base + l + 64] = d * F32(np.int8(raw[sc + i + 4])) * F32(q3)
+                out[base + l + 96] = d * F32(np.int8(raw[sc + i + 6])) * F32(q4)

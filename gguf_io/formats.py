@@ -1,0 +1,94 @@
+"""The block-format table: one row per GGML type, as ggml's `type_traits`.
+
+Block size and bytes per block come from the `gguf` package; each row adds the kernels
+that turn float32 rows into blocks and back. Adding a format is adding a row.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+from .blocks import floats, iquants, kquants, legacy
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    type: T
+    block_size: int          # elements per block
+    type_size: int           # bytes per block
+    quantize_blocks: Callable[[np.ndarray, np.ndarray], None]    # (float32 flat, uint8 flat out)
+    dequantize_blocks: Callable[[np.ndarray, np.ndarray], None]  # (uint8 flat, float32 flat out)
+
+    @property
+    def name(self) -> str:
+        return self.type.name
+
+    def row_bytes(self, n_per_row: int) -> int:
+        return n_per_row // self.block_size * self.type_size
+
+
+def _row(qtype, quantize, dequantize):
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    return BlockFormat(qtype, block_size, type_size, quantize, dequantize)
+
+
+FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
+    _row(T.F32, floats.quantize_f32, floats.dequantize_f32),
+    _row(T.F16, floats.quantize_f16, floats.dequantize_f16),
+    _row(T.BF16, floats.quantize_bf16, floats.dequantize_bf16),
+    _row(T.Q8_0, legacy.quantize_q8_0, legacy.dequantize_q8_0),
+    _row(T.Q4_0, legacy.quantize_q4_0, legacy.dequantize_q4_0),
+    _row(T.Q4_1, legacy.quantize_q4_1, legacy.dequantize_q4_1),
+    _row(T.Q5_0, legacy.quantize_q5_0, legacy.dequantize_q5_0),
+    _row(T.Q5_1, legacy.quantize_q5_1, legacy.dequantize_q5_1),
+    _row(T.Q2_K, kquants.quantize_q2_k, kquants.dequantize_q2_k),
+    _row(T.Q3_K, kquants.quantize_q3_k, kquants.dequantize_q3_k),
+    _row(T.Q4_K, kquants.quantize_q4_k, kquants.dequantize_q4_k),
+    _row(T.Q5_K, kquants.quantize_q5_k, kquants.dequantize_q5_k),
+    _row(T.Q6_K, kquants.quantize_q6_k, kquants.dequantize_q6_k),
+    _row(T.IQ4_NL, iquants.quantize_iq4_nl, iquants.dequantize_iq4_nl),
+    _row(T.IQ4_XS, iquants.quantize_iq4_xs, iquants.dequantize_iq4_xs),
+)}
+
+
+def block_format(qtype) -> BlockFormat:
+    """The table row for a type (a GGMLQuantizationType, its name or its id)."""
+    try:
+        qtype = T[qtype.upper()] if isinstance(qtype, str) else T(qtype)
+        return FORMATS[qtype]
+    except (KeyError, ValueError):
+        supported = ", ".join(f.name for f in FORMATS.values())
+        raise ValueError(f"unsupported tensor type {qtype!r}; nibble supports {supported}") from None
+
+
+def quantize(array, qtype) -> np.ndarray:
+    """float rows -> uint8 block bytes, one row of bytes per row of `array`."""
+    fmt = block_format(qtype)
+    array = np.asarray(array)
+    if array.ndim == 0 or array.shape[-1] % fmt.block_size:
+        raise ValueError(f"cannot quantize shape {array.shape} to {fmt.name}: "
+                         f"rows must be a multiple of {fmt.block_size} elements")
+    x = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    out = np.empty(array.shape[:-1] + (fmt.row_bytes(array.shape[-1]),), dtype=np.uint8)
+    if x.size:
+        fmt.quantize_blocks(x, out.reshape(-1))
+    return out
+
+
+def dequantize(raw, qtype, shape) -> np.ndarray:
+    """uint8 block bytes -> float32 array of `shape` (numpy order, rows last)."""
+    fmt = block_format(qtype)
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    if not shape or shape[-1] % fmt.block_size:
+        raise ValueError(f"shape {shape} is not a whole number of {fmt.name} blocks "
+                         f"({fmt.block_size} elements per block along the rows)")
+    raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+    expected = n // fmt.block_size * fmt.type_size
+    if raw.size != expected:
+        raise ValueError(f"{fmt.name} data for shape {shape} must be {expected} bytes, got {raw.size}")
+    out = np.empty(shape, dtype=np.float32)
+    if n:
+        fmt.dequantize_blocks(raw, out.reshape(-1))
+    return out

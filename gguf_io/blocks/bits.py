@@ -94,3 +94,15 @@ def get_u16(raw, offset):
 @njit(cache=True, inline="always")
 def get_f16(raw, offset):
     return fp16_to_fp32(get_u16(raw, offset))
+
+
+@njit(cache=True, inline="always")
+def get_u32(raw, offset):
+    return (np.uint32(raw[offset]) | (np.uint32(raw[offset + 1]) << 8)
+            | (np.uint32(raw[offset + 2]) << 16) | (np.uint32(raw[offset + 3]) << 24))
+
+
+@njit(cache=True, inline="always")
+def put_u32(out, offset, value):
+    for k in range(4):
+        out[offset + k] = np.uint8((value >> (8 * k)) & 0xFF)

@@ -135,25 +135,26 @@ def quantize_iq4_xs(x, out):
 def dequantize_iq4_nl(raw, out):
     values = KVALUES_IQ4NL
     for b in prange(raw.size // 18):
-        o, y = b * 18, b * 32
-        d = get_f16(raw, o)
+        blk, y = raw[b * 18:(b + 1) * 18], out[b * 32:(b + 1) * 32]
+        d = get_f16(blk, 0)
         for j in range(16):
-            q = raw[o + 2 + j]
-            out[y + j] = d * F32(values[q & 0xF])
-            out[y + 16 + j] = d * F32(values[q >> 4])
+            q = np.int32(blk[2 + j])
+            y[j] = d * F32(values[q & 0xF])
+            y[16 + j] = d * F32(values[q >> 4])
 
 
 @njit(cache=True, parallel=True)
 def dequantize_iq4_xs(raw, out):
     values = KVALUES_IQ4NL
     for b in prange(raw.size // 136):
-        o, y = b * 136, b * 256
-        d = get_f16(raw, o)
-        scales_h = get_u16(raw, o + 2)
+        blk, y = raw[b * 136:(b + 1) * 136], out[b * 256:(b + 1) * 256]
+        d = get_f16(blk, 0)
+        scales_h = np.int32(get_u16(blk, 2))
         for ib in range(8):
-            ls = np.int32((raw[o + 4 + ib // 2] >> (4 * (ib % 2))) & 0xF) | np.int32(((scales_h >> (2 * ib)) & 3) << 4)
+            ls = ((np.int32(blk[4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
             dl = d * F32(ls - 32)
-            q = o + 8 + 16 * ib
+            q = blk[8 + 16 * ib:24 + 16 * ib]
+            ys = y[32 * ib:32 * ib + 32]
             for j in range(16):
-                out[y + 32 * ib + j] = dl * F32(values[raw[q + j] & 0xF])
-                out[y + 32 * ib + 16 + j] = dl * F32(values[raw[q + j] >> 4])
+                ys[j] = dl * F32(values[np.int32(q[j]) & 0xF])
+                ys[16 + j] = dl * F32(values[np.int32(q[j]) >> 4])

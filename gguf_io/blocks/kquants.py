@@ -269,20 +269,20 @@ def quantize_q2_k(x, out):
 @njit(cache=True, parallel=True)
 def dequantize_q2_k(raw, out):
     for b in prange(raw.size // 84):
-        o, y = b * 84, b * QK_K
-        d = get_f16(raw, o + 80)
-        dmin = get_f16(raw, o + 82)
+        blk, y = raw[b * 84:(b + 1) * 84], out[b * QK_K:(b + 1) * QK_K]
+        d = get_f16(blk, 80)
+        dmin = get_f16(blk, 82)
         for half in range(2):
-            q = o + 16 + 32 * half
             for shift_i in range(4):
                 shift = 2 * shift_i
                 for sub in range(2):
-                    sc = raw[o + 8 * half + 2 * shift_i + sub]
+                    sc = np.int32(blk[8 * half + 2 * shift_i + sub])
                     dl = d * F32(sc & 0xF)
                     ml = dmin * F32(sc >> 4)
-                    base = y + 128 * half + 32 * shift_i + 16 * sub
+                    q = blk[16 + 32 * half + 16 * sub:16 + 32 * half + 16 * sub + 16]
+                    ys = y[128 * half + 32 * shift_i + 16 * sub:128 * half + 32 * shift_i + 16 * sub + 16]
                     for l in range(16):
-                        out[base + l] = dl * F32((raw[q + 16 * sub + l] >> shift) & 3) - ml
+                        ys[l] = dl * F32((np.int32(q[l]) >> shift) & 3) - ml
 
 
 # ---------------------------------------------------------------- Q3_K
@@ -351,21 +351,21 @@ def quantize_q3_k(x, out):
 @njit(cache=True, parallel=True)
 def dequantize_q3_k(raw, out):
     for b in prange(raw.size // 110):
-        o, y = b * 110, b * QK_K
-        d_all = get_f16(raw, o + 108)
+        blk, y = raw[b * 110:(b + 1) * 110], out[b * QK_K:(b + 1) * QK_K]
+        d_all = get_f16(blk, 108)
+        hmask = blk[0:32]
         for half in range(2):
-            q = o + 32 + 32 * half
+            q = blk[32 + 32 * half:64 + 32 * half]
             for shift_i in range(4):
                 shift = 2 * shift_i
                 bit = 4 * half + shift_i
                 for sub in range(2):
-                    dl = d_all * F32(_q3_scale(raw, o + 96, 8 * half + 2 * shift_i + sub))
-                    base = y + 128 * half + 32 * shift_i + 16 * sub
+                    dl = d_all * F32(_q3_scale(blk, 96, 8 * half + 2 * shift_i + sub))
+                    ys = y[128 * half + 32 * shift_i + 16 * sub:128 * half + 32 * shift_i + 16 * sub + 16]
                     for l in range(16):
-                        k = 16 * sub + l
-                        low = np.int32((raw[q + k] >> shift) & 3)
-                        high = 0 if (raw[o + k] >> bit) & 1 else 4
-                        out[base + l] = dl * F32(low - high)
+                        low = (np.int32(q[16 * sub + l]) >> shift) & 3
+                        high = 4 - 4 * ((np.int32(hmask[16 * sub + l]) >> bit) & 1)
+                        ys[l] = dl * F32(low - high)
 
 
 # ---------------------------------------------------------------- Q4_K and Q5_K
@@ -444,18 +444,19 @@ def quantize_q4_k(x, out):
 @njit(cache=True, parallel=True)
 def dequantize_q4_k(raw, out):
     for b in prange(raw.size // 144):
-        o, y = b * 144, b * QK_K
-        d = get_f16(raw, o)
-        dmin = get_f16(raw, o + 2)
+        blk, y = raw[b * 144:(b + 1) * 144], out[b * QK_K:(b + 1) * QK_K]
+        d = get_f16(blk, 0)
+        dmin = get_f16(blk, 2)
         for g in range(4):
-            sc1, m1 = get_scale_min_k4(2 * g, raw, o + 4)
-            sc2, m2 = get_scale_min_k4(2 * g + 1, raw, o + 4)
+            sc1, m1 = get_scale_min_k4(2 * g, blk, 4)
+            sc2, m2 = get_scale_min_k4(2 * g + 1, blk, 4)
             d1, dm1 = d * F32(sc1), dmin * F32(m1)
             d2, dm2 = d * F32(sc2), dmin * F32(m2)
-            q = o + 16 + 32 * g
+            q = blk[16 + 32 * g:48 + 32 * g]
+            ys = y[64 * g:64 * g + 64]
             for l in range(32):
-                out[y + 64 * g + l] = d1 * F32(raw[q + l] & 0xF) - dm1
-                out[y + 64 * g + 32 + l] = d2 * F32(raw[q + l] >> 4) - dm2
+                ys[l] = d1 * F32(np.int32(q[l]) & 0xF) - dm1
+                ys[32 + l] = d2 * F32(np.int32(q[l]) >> 4) - dm2
 
 
 @njit(cache=True, parallel=True)
@@ -497,21 +498,23 @@ def quantize_q5_k(x, out):
 @njit(cache=True, parallel=True)
 def dequantize_q5_k(raw, out):
     for b in prange(raw.size // 176):
-        o, y = b * 176, b * QK_K
-        d = get_f16(raw, o)
-        dmin = get_f16(raw, o + 2)
+        blk, y = raw[b * 176:(b + 1) * 176], out[b * QK_K:(b + 1) * QK_K]
+        d = get_f16(blk, 0)
+        dmin = get_f16(blk, 2)
+        qh = blk[16:48]
         for g in range(4):
-            sc1, m1 = get_scale_min_k4(2 * g, raw, o + 4)
-            sc2, m2 = get_scale_min_k4(2 * g + 1, raw, o + 4)
+            sc1, m1 = get_scale_min_k4(2 * g, blk, 4)
+            sc2, m2 = get_scale_min_k4(2 * g + 1, blk, 4)
             d1, dm1 = d * F32(sc1), dmin * F32(m1)
             d2, dm2 = d * F32(sc2), dmin * F32(m2)
-            q = o + 48 + 32 * g
+            q = blk[48 + 32 * g:80 + 32 * g]
+            ys = y[64 * g:64 * g + 64]
             for l in range(32):
-                h = raw[o + 16 + l]
-                lo = np.int32(raw[q + l] & 0xF) + (16 if (h >> (2 * g)) & 1 else 0)
-                hi = np.int32(raw[q + l] >> 4) + (16 if (h >> (2 * g + 1)) & 1 else 0)
-                out[y + 64 * g + l] = d1 * F32(lo) - dm1
-                out[y + 64 * g + 32 + l] = d2 * F32(hi) - dm2
+                h = np.int32(qh[l])
+                lo = (np.int32(q[l]) & 0xF) | (((h >> (2 * g)) & 1) << 4)
+                hi = (np.int32(q[l]) >> 4) | (((h >> (2 * g + 1)) & 1) << 4)
+                ys[l] = d1 * F32(lo) - dm1
+                ys[32 + l] = d2 * F32(hi) - dm2
 
 
 # ---------------------------------------------------------------- Q6_K
@@ -562,21 +565,24 @@ def quantize_q6_k(x, out):
 @njit(cache=True, parallel=True)
 def dequantize_q6_k(raw, out):
     for b in prange(raw.size // 210):
-        o, y = b * 210, b * QK_K
-        d = get_f16(raw, o + 208)
+        blk, y = raw[b * 210:(b + 1) * 210], out[b * QK_K:(b + 1) * QK_K]
+        d = get_f16(blk, 208)
         for half in range(2):
-            ql = o + 64 * half
-            qh = o + 128 + 32 * half
-            sc = o + 192 + 8 * half
-            base = y + 128 * half
-            for l in range(32):
-                i = l // 16
-                h = raw[qh + l]
-                q1 = np.int32((raw[ql + l] & 0xF) | ((h & 3) << 4)) - 32
-                q2 = np.int32((raw[ql + l + 32] & 0xF) | (((h >> 2) & 3) << 4)) - 32
-                q3 = np.int32((raw[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32
-                q4 = np.int32((raw[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32
-                out[base + l] = d * F32(np.int8(raw[sc + i])) * F32(q1)
-                out[base + l + 32] = d * F32(np.int8(raw[sc + i + 2])) * F32(q2)
-                out[base + l + 64] = d * F32(np.int8(raw[sc + i + 4])) * F32(q3)
-                out[base + l + 96] = d * F32(np.int8(raw[sc + i + 6])) * F32(q4)
+            ql = blk[64 * half:64 * half + 64]
+            qh = blk[128 + 32 * half:160 + 32 * half]
+            sc = blk[192 + 8 * half:200 + 8 * half]
+            ys = y[128 * half:128 * half + 128]
+            for part in range(2):
+                s1 = d * F32(np.int8(sc[part]))
+                s2 = d * F32(np.int8(sc[part + 2]))
+                s3 = d * F32(np.int8(sc[part + 4]))
+                s4 = d * F32(np.int8(sc[part + 6]))
+                for k in range(16):
+                    l = 16 * part + k
+                    h = np.int32(qh[l])
+                    a = np.int32(ql[l])
+                    c = np.int32(ql[l + 32])
+                    ys[l] = s1 * F32(((a & 0xF) | ((h & 3) << 4)) - 32)
+                    ys[l + 32] = s2 * F32(((c & 0xF) | (((h >> 2) & 3) << 4)) - 32)
+                    ys[l + 64] = s3 * F32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                    ys[l + 96] = s4 * F32(((c >> 4) | (((h >> 6) & 3) << 4)) - 32)

@@ -1,0 +1,97 @@
+import hashlib
+
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, quants
+
+from gguf_io import FORMATS, dequantize, open_gguf, quantize
+
+LLAMA_CPP_EXACT = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+LLAMA_CPP_SEARCHED = ["Q2_K", "Q3_K_S", "Q4_K_S", "Q5_K_S", "Q6_K", "IQ4_NL", "IQ4_XS"]
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def relative_rmse(approx, exact):
+    exact = exact.astype(np.float64)
+    return float(np.sqrt(((approx - exact) ** 2).sum() / (exact ** 2).sum()))
+
+
+def test_table_uses_gguf_constants():
+    assert {f.name for f in FORMATS.values()} == {
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}
+    for qtype, fmt in FORMATS.items():
+        assert (fmt.block_size, fmt.type_size) == GGML_QUANT_SIZES[qtype]
+
+
+def test_dequantize_matches_gguf_py_on_every_real_tensor(real_model_path):
+    with open_gguf(real_model_path) as gf:
+        for t in gf.tensors.values():
+            ours = t.dequantize()
+            reference = quants.dequantize(t.raw.reshape(t.shape[:-1] + (-1,)), t.type)
+            assert ours.shape == t.shape
+            assert np.array_equal(bits(ours), bits(reference)), t.name
+
+
+@pytest.mark.parametrize("file_type", LLAMA_CPP_EXACT + LLAMA_CPP_SEARCHED)
+def test_quantize_is_bit_identical_to_llama_quantize(file_type, quant_source_path, quant_golden):
+    """Every tensor of the golden source, quantized, hashes to llama-quantize's bytes; the
+    dequantized result then equals gguf-py's and its error equals llama.cpp's."""
+    expected = quant_golden["types"][file_type]
+    with open_gguf(quant_source_path) as src:
+        for name, want in expected.items():
+            x = src.tensors[name].dequantize()
+            qtype = T[want["type"]]
+            q = quantize(x, qtype)
+            assert q.shape == x.shape[:-1] + (FORMATS[qtype].row_bytes(x.shape[-1]),)
+            assert hashlib.sha256(q.tobytes()).hexdigest() == want["sha256"], (file_type, name)
+            d = dequantize(q, qtype, x.shape)
+            assert np.array_equal(bits(d), bits(quants.dequantize(q, qtype))), (file_type, name)
+            assert relative_rmse(d, x) == pytest.approx(want["relative_rmse"], rel=1e-9)
+
+
+LEGACY = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.BF16, T.F16]
+
+
+@pytest.mark.parametrize("qtype", list(FORMATS), ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", [(1, 256), (3, 512), (257, 768), (2, 4096 * 4), (256,)])
+def test_odd_shapes_round_trip(qtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * rng.uniform(1e-3, 10, shape[:-1] + (1,))).astype(np.float32)
+    x.reshape(-1)[: 64] = 0                      # an all-zero block
+    x.reshape(-1)[100] = 300.0                   # an outlier
+    q = quantize(x, qtype)
+    assert q.dtype == np.uint8 and q.shape == x.shape[:-1] + (FORMATS[qtype].row_bytes(x.shape[-1]),)
+    d = dequantize(q, qtype, x.shape)
+    assert np.array_equal(bits(d), bits(quants.dequantize(q, qtype)))
+    assert np.all(d.reshape(-1)[:64] == 0)
+    assert relative_rmse(d, x) < 0.35
+    if qtype in LEGACY:
+        assert np.array_equal(q, quants.quantize(x, qtype).view(np.uint8).reshape(q.shape))
+
+
+def test_quantize_rejects_rows_that_are_not_whole_blocks():
+    with pytest.raises(ValueError, match="multiple of 256"):
+        quantize(np.zeros((2, 100), np.float32), T.Q4_K)
+    with pytest.raises(ValueError, match="must be 68 bytes"):
+        dequantize(np.zeros(34, np.uint8), T.Q8_0, (64,))
+    with pytest.raises(ValueError, match="unsupported tensor type"):
+        quantize(np.zeros(32, np.float32), T.IQ2_XXS)
+
+
+def test_half_float_conversions_are_exact_for_every_bit_pattern():
+    every_half = np.arange(65536, dtype=np.uint16)
+    ours = dequantize(every_half.view(np.uint8), T.F16, (65536,))
+    reference = every_half.view(np.float16).astype(np.float32)
+    assert np.array_equal(np.isnan(ours), np.isnan(reference))
+    finite = ~np.isnan(reference)
+    assert np.array_equal(bits(ours[finite]), bits(reference[finite]))
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 65504, 65519.99, 65520, 6e-8, 2.9e-8, 3e-8, 1e-9,
+                         np.nextafter(np.float32(1), np.float32(2))], np.float32)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(quantize(specials, T.F16).view(np.uint16), specials.astype(np.float16).view(np.uint16))
+    bf16 = quantize(np.array([1.00390625, 1.01171875, -np.inf, np.nan], np.float32), T.BF16).view(np.uint16)
+    assert bf16[:3].tolist() == [0x3F80, 0x3F82, 0xFF80] and bf16[3] & 0x7FC0 == 0x7FC0

@@ -1,0 +1,231 @@
+"""The elementwise and attention kernels of a transformer step.
+
+Shapes are in comments; every kernel writes into a buffer the caller owns, so a decode
+step allocates nothing. Reductions accumulate in float64 where ggml uses ggml_float.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from .bits import F32, fp16_to_fp32, fp32_to_fp16
+
+
+# ---------------------------------------------------------------- norms and residuals
+
+@njit(cache=True, parallel=True, fastmath=True)
+def rms_norm(x, weight, eps, out):
+    """x (n, d) -> out (n, d) = x / sqrt(mean(x^2) + eps) * weight (d,)."""
+    n, d = x.shape
+    for t in prange(n):
+        row = x[t]
+        total = 0.0
+        for i in range(d):
+            total += np.float64(row[i]) * np.float64(row[i])
+        scale = F32(1.0) / np.sqrt(F32(total / d) + F32(eps))
+        for i in range(d):
+            out[t, i] = row[i] * scale * weight[i]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def add_rms_norm(residual, delta, weight, eps, out):
+    """Fused: residual += delta (in place), then out = rms_norm(residual) * weight."""
+    n, d = residual.shape
+    for t in prange(n):
+        row = residual[t]
+        total = 0.0
+        for i in range(d):
+            v = row[i] + delta[t, i]
+            row[i] = v
+            total += np.float64(v) * np.float64(v)
+        scale = F32(1.0) / np.sqrt(F32(total / d) + F32(eps))
+        for i in range(d):
+            out[t, i] = row[i] * scale * weight[i]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def add(x, delta):
+    """x += delta, for (n, d) arrays."""
+    n, d = x.shape
+    for t in prange(n):
+        for i in range(d):
+            x[t, i] += delta[t, i]
+
+
+# ---------------------------------------------------------------- rotary position embedding
+
+def rope_angles(positions, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
+    """cos, sin tables (n_tokens, n_rot // 2) computed as ggml does (rope_yarn without
+    extrapolation mixing): theta_i = pos * base^(-2i/n_rot), accumulated in float32,
+    divided by per-frequency factors (llama3 scaling) and scaled by freq_scale (linear)."""
+    theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
+    half_rot = n_rot // 2
+    factors = np.ones(half_rot, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
+    theta = np.asarray(positions, np.float32).reshape(-1, 1).repeat(half_rot, 1)
+    powers = np.empty(half_rot, np.float32)
+    p = np.float32(1.0)
+    for i in range(half_rot):
+        powers[i] = p
+        p = np.float32(p * theta_scale)
+    theta = (theta * powers / factors) * np.float32(freq_scale)
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def apply_rope(x, cos, sin, neox):
+    """x (n_tokens, n_heads, head_dim) rotated in place on its first 2 * cos.shape[1] dims.
+    neox=False pairs (2i, 2i+1) (llama); neox=True pairs (i, i + n_rot/2) (gemma, qwen)."""
+    n, heads, _ = x.shape
+    half_rot = cos.shape[1]
+    for t in prange(n):
+        for h in range(heads):
+            v = x[t, h]
+            for i in range(half_rot):
+                c = cos[t, i]
+                s = sin[t, i]
+                a = 2 * i if not neox else i
+                b = a + 1 if not neox else i + half_rot
+                x0 = v[a]
+                x1 = v[b]
+                v[a] = x0 * c - x1 * s
+                v[b] = x0 * s + x1 * c
+
+
+# ---------------------------------------------------------------- softmax and gated activations
+
+@njit(cache=True, fastmath=True)
+def softmax_inplace(v, n):
+    """v[:n] = softmax(v[:n]); sum in float64."""
+    m = v[0]
+    for i in range(1, n):
+        m = max(m, v[i])
+    total = 0.0
+    for i in range(n):
+        e = np.exp(v[i] - m)
+        v[i] = e
+        total += e
+    inv = F32(1.0 / total)
+    for i in range(n):
+        v[i] *= inv
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def softmax(x, out):
+    """Row-wise softmax of x (n, d)."""
+    for t in prange(x.shape[0]):
+        out[t] = x[t]
+        softmax_inplace(out[t], x.shape[1])
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def silu_mul(gate, up, out):
+    """out = silu(gate) * up, for (n, d) arrays (the SwiGLU feed-forward)."""
+    n, d = gate.shape
+    for t in prange(n):
+        for i in range(d):
+            g = gate[t, i]
+            out[t, i] = g / (F32(1.0) + np.exp(-g)) * up[t, i]
+
+
+SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def gelu_tanh_mul(gate, up, out):
+    """out = gelu_tanh(gate) * up (Gemma's GeGLU), exact tanh form."""
+    n, d = gate.shape
+    for t in prange(n):
+        for i in range(d):
+            g = gate[t, i]
+            inner = SQRT_2_OVER_PI * g * (F32(1.0) + F32(0.044715) * g * g)
+            out[t, i] = F32(0.5) * g * (F32(1.0) + np.tanh(inner)) * up[t, i]
+
+
+# ---------------------------------------------------------------- KV cache and attention
+
+def _to_f32(v):
+    pass
+
+
+@overload(_to_f32)
+def _to_f32_impl(v):
+    """A cache element as float32: float16 caches are stored as uint16 bits."""
+    if v == types.uint16:
+        return lambda v: fp16_to_fp32(v)
+    return lambda v: F32(v)
+
+
+def _store(cache, slot, values):
+    pass
+
+
+@overload(_store)
+def _store_impl(cache, slot, values):
+    """cache (heads, n_ctx, dim)[:, slot, :] = values (heads, dim), converting for f16 caches."""
+    if cache.dtype == types.uint16:
+        def impl(cache, slot, values):
+            for h in range(values.shape[0]):
+                for i in range(values.shape[1]):
+                    cache[h, slot, i] = fp32_to_fp16(values[h, i])
+        return impl
+
+    def impl(cache, slot, values):
+        for h in range(values.shape[0]):
+            for i in range(values.shape[1]):
+                cache[h, slot, i] = values[h, i]
+    return impl
+
+
+@njit(cache=True)
+def store_kv(k_cache, v_cache, slots, k, v):
+    """Write tokens' k, v (n_tokens, n_kv_heads, head_dim) into cache slots (n_tokens,).
+    Caches are (n_kv_heads, n_ctx, head_dim), float32 or float16 (uint16 bits)."""
+    for t in range(slots.size):
+        _store(k_cache, slots[t], k[t])
+        _store(v_cache, slots[t], v[t])
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def attention(q, k_cache, v_cache, q_pos, slot_pos, n_slots, scale, window, scores, out):
+    """Causal grouped-query attention over a KV cache.
+
+    q (n_tokens, n_heads, head_dim); k_cache, v_cache (n_kv_heads, n_ctx, head_dim);
+    q_pos (n_tokens,) positions of the queries; slot_pos (n_ctx,) the position held by
+    each cache slot (so a sliding-window ring buffer works like a linear cache); the
+    first n_slots slots are filled. A query at p sees slots at positions p' <= p and,
+    when window > 0, p - p' < window. scores: scratch (n_tokens * n_heads, n_ctx).
+    out (n_tokens, n_heads, head_dim)."""
+    n_tokens, n_heads, head_dim = q.shape
+    group = n_heads // k_cache.shape[0]
+    for job in prange(n_tokens * n_heads):
+        t = job // n_heads
+        h = job % n_heads
+        kvh = h // group
+        qv = q[t, h]
+        row = scores[job]
+        p = q_pos[t]
+        count = 0
+        for s in range(n_slots):
+            sp = slot_pos[s]
+            if sp <= p and (window <= 0 or p - sp < window):
+                kv = k_cache[kvh, s]
+                dot = F32(0.0)
+                for i in range(head_dim):
+                    dot += qv[i] * _to_f32(kv[i])
+                row[s] = dot * scale
+                count += 1
+            else:
+                row[s] = -np.inf
+        o = out[t, h]
+        for i in range(head_dim):
+            o[i] = 0.0
+        if count == 0:
+            continue
+        softmax_inplace(row, n_slots)
+        for s in range(n_slots):
+            w = row[s]
+            if w != 0.0:
+                vv = v_cache[kvh, s]
+                for i in range(head_dim):
+                    o[i] += w * _to_f32(vv[i])

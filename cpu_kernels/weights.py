@@ -1,0 +1,140 @@
+"""Kernel-ready weights: a GGUF tensor's bytes turned, once at load, into the layout its
+kernels read, with matvec (one activation row: generation) and matmul (a batch of rows:
+prompt processing) on float32 activations.
+
+The kernel table has one row per GGML type: block size and bytes per block (from the
+`gguf` package), whether the bytes are group-interleaved, and the matvec kernel.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+from . import matvec as mv
+from .layout import InterleavedX, deinterleave, interleave
+
+MATMUL_TILE_ROWS = 256
+
+
+@dataclass(frozen=True)
+class KernelFormat:
+    type: T
+    block_size: int
+    type_size: int
+    matvec: Callable
+    interleaved: bool = True         # False: float weights kept in GGUF layout
+
+    @property
+    def name(self):
+        return self.type.name
+
+
+def _row(qtype, matvec, interleaved=True):
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    return KernelFormat(qtype, block_size, type_size, matvec, interleaved)
+
+
+KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
+    _row(T.F32, mv.matvec_f32, interleaved=False),
+    _row(T.F16, mv.matvec_f16, interleaved=False),
+    _row(T.BF16, mv.matvec_bf16, interleaved=False),
+    _row(T.Q8_0, mv.matvec_q8_0),
+    _row(T.Q4_0, mv.matvec_q4_0),
+    _row(T.Q4_1, mv.matvec_q4_1),
+    _row(T.Q5_0, mv.matvec_q5_0),
+    _row(T.Q5_1, mv.matvec_q5_1),
+    _row(T.Q2_K, mv.matvec_q2_k),
+    _row(T.Q3_K, mv.matvec_q3_k),
+    _row(T.Q4_K, mv.matvec_q4_k),
+    _row(T.Q5_K, mv.matvec_q5_k),
+    _row(T.Q6_K, mv.matvec_q6_k),
+    _row(T.IQ4_NL, mv.matvec_iq4_nl),
+    _row(T.IQ4_XS, mv.matvec_iq4_xs),
+)}
+
+FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.uint16, T.BF16: np.uint16}
+
+
+class PackedWeight:
+    """A (rows, cols) weight matrix in its kernels' layout.
+
+    `raw` is the tensor's GGUF bytes (e.g. a zero-copy view of the mapped file).
+    Block formats are interleaved into new memory and keep no reference to `raw`;
+    float formats read `raw` in place. `dequantize_rows(raw_rows, out)` turns GGUF
+    block rows into float32 (matmul uses it, tile by tile); the runtime passes
+    gguf_io's dequantizer, which this package does not import."""
+
+    def __init__(self, raw, qtype, shape, dequantize_rows: Optional[Callable] = None):
+        self.format = KERNELS.get(T(qtype))
+        if self.format is None:
+            raise ValueError(f"no kernel for tensor type {T(qtype).name}")
+        self.rows, self.cols = (int(shape[0]), int(np.prod(shape[1:]))) if len(shape) > 1 else (1, int(shape[0]))
+        fmt = self.format
+        if self.cols % fmt.block_size:
+            raise ValueError(f"{fmt.name} rows must be a multiple of {fmt.block_size}, got {self.cols}")
+        self.nb = self.cols // fmt.block_size
+        self._dequantize_rows = dequantize_rows
+        raw = np.asarray(raw).reshape(-1).view(np.uint8)
+        if raw.size != self.rows * self.nb * fmt.type_size:
+            raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {self.rows * self.nb * fmt.type_size} bytes, "
+                             f"got {raw.size}")
+        if fmt.interleaved:
+            self.parts = interleave(raw, self.rows, fmt.type_size)
+            self.values = None
+        else:
+            self.parts = None
+            self.values = raw.view(FLOAT_VIEWS[fmt.type]).reshape(self.rows, self.cols)
+
+    @property
+    def nbytes(self):
+        if self.values is not None:
+            return self.values.nbytes
+        return sum(p.nbytes for p in self.parts)
+
+    def prepare(self, x):
+        """The activation vector in this weight's layout; reusable for weights of the
+        same type and width (q, k and v share one, as do gate and up)."""
+        if not self.format.interleaved:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        return InterleavedX(np.ascontiguousarray(x, dtype=np.float32), self.format.block_size)
+
+    def matvec(self, x, out=None, prepared=None):
+        """W @ x: x (cols,) float32 -> out (rows,)."""
+        if out is None:
+            out = np.empty(self.rows, np.float32)
+        px = prepared if prepared is not None else self.prepare(x)
+        if self.values is not None:
+            self.format.matvec(self.values, px, out)
+        else:
+            self.format.matvec(*self.parts, px.x16, px.x8, px.x4, px.s16, px.s8, px.s4, out)
+        return out
+
+    def dequantize(self, row_start=0, row_stop=None):
+        """Rows [row_start, row_stop) as float32 (rows, cols)."""
+        row_stop = self.rows if row_stop is None else row_stop
+        if self.values is not None:
+            if self.format.type == T.F32:
+                return self.values[row_start:row_stop]
+            out = np.empty((row_stop - row_start, self.cols), np.float32)
+            self._dequantize_rows(self.values[row_start:row_stop].reshape(-1).view(np.uint8), out.reshape(-1))
+            return out
+        if self._dequantize_rows is None:
+            raise ValueError("this weight was packed without a dequantizer; matmul needs one")
+        g16, p8, p4 = (p[row_start:row_stop] for p in self.parts)
+        raw = deinterleave(np.ascontiguousarray(g16), np.ascontiguousarray(p8), np.ascontiguousarray(p4), self.nb)
+        out = np.empty((row_stop - row_start, self.cols), np.float32)
+        self._dequantize_rows(raw, out.reshape(-1))
+        return out
+
+    def matmul(self, xs, out=None):
+        """xs (n, cols) -> out (n, rows) = xs @ W.T: weights dequantized a tile of rows at a
+        time and multiplied by numpy's BLAS (prompt processing is compute-bound)."""
+        xs = np.ascontiguousarray(xs, dtype=np.float32)
+        if out is None:
+            out = np.empty((xs.shape[0], self.rows), np.float32)
+        for start in range(0, self.rows, MATMUL_TILE_ROWS):
+            stop = min(self.rows, start + MATMUL_TILE_ROWS)
+            tile = self.dequantize(start, stop)
+            np.matmul(xs, tile.T, out=out[:, start:stop])
+        return out

@@ -1,0 +1,208 @@
+"""Every kernel against a float64 reference: quantized matvec and matmul for every format
+(random odd shapes and real tensors from both models), and the transformer-step ops."""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+import cpu_kernels
+from cpu_kernels import KERNELS, PackedWeight, deinterleave, interleave, ops
+from gguf_io import FORMATS, dequantize, open_gguf, quantize
+
+RTOL = 1e-5     # float32 accumulation against float64, relative to sum |w| |x| (the dot's own scale)
+
+
+def packed(raw, qtype, shape):
+    return PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks)
+
+
+def rel_err(out, exact_w, x):
+    """Largest error of W @ x (or of x @ W.T for a batch) over the scale sum |w| |x|."""
+    if x.ndim == 1:
+        ref, scale = exact_w @ x, np.abs(exact_w) @ np.abs(x)
+    else:
+        ref, scale = x @ exact_w.T, np.abs(x) @ np.abs(exact_w).T
+    return float(np.abs(out - ref).max() / max(scale.max(), 1e-30))
+
+
+def shapes_for(block_size):
+    """Rows of 1, 3, 17, 300; widths whose block counts hit every group split (16s, 8, 4, padding)."""
+    counts = [1, 2, 3, 5, 8, 12, 16, 18, 20, 33] if block_size == 32 else [1, 2, 3, 6, 8, 17]
+    rows = [1, 3, 17, 300]
+    return [(rows[i % len(rows)], block_size * n) for i, n in enumerate(counts)]
+
+
+@pytest.mark.parametrize("qtype", list(KERNELS), ids=lambda t: t.name)
+def test_matvec_and_matmul_match_float64_on_random_shapes(qtype):
+    rng = np.random.default_rng(int(qtype))
+    block = 32 if FORMATS[qtype].block_size == 1 else FORMATS[qtype].block_size
+    for rows, cols in shapes_for(block):
+        w = (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 2, (rows, 1))).astype(np.float32)
+        raw = quantize(w, qtype)
+        exact = dequantize(raw, qtype, (rows, cols)).astype(np.float64)
+        pw = packed(raw, qtype, (rows, cols))
+        x = rng.standard_normal(cols).astype(np.float32)
+        assert rel_err(pw.matvec(x), exact, x) < RTOL, (rows, cols)
+        xs = rng.standard_normal((5, cols)).astype(np.float32)
+        assert rel_err(pw.matmul(xs), exact, xs) < RTOL, (rows, cols)
+        assert np.array_equal(pw.dequantize(), exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q8_0, T.Q4_K], ids=lambda t: t.name)
+def test_one_huge_row(qtype):
+    rng = np.random.default_rng(3)
+    cols = 256 * 300
+    w = rng.standard_normal((2, cols)).astype(np.float32)
+    raw = quantize(w, qtype)
+    exact = dequantize(raw, qtype, w.shape).astype(np.float64)
+    x = rng.standard_normal(cols).astype(np.float32)
+    assert rel_err(packed(raw, qtype, w.shape).matvec(x), exact, x) < RTOL
+
+
+@pytest.mark.parametrize("qtype", [q for q in KERNELS if KERNELS[q].interleaved], ids=lambda t: t.name)
+def test_interleave_round_trip(qtype):
+    fmt = KERNELS[qtype]
+    rng = np.random.default_rng(5)
+    for nb in (1, 4, 7, 16, 29):
+        raw = rng.integers(0, 256, 3 * nb * fmt.type_size, dtype=np.uint8)
+        assert np.array_equal(deinterleave(*interleave(raw, 3, fmt.type_size), nb), raw)
+
+
+REAL_TENSORS = {
+    "smollm2-135m-instruct": ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.3.ffn_down.weight",
+                              "blk.7.ffn_gate.weight", "token_embd.weight"],
+    "gemma3-270m": ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_down.weight",
+                    "blk.1.ffn_up.weight", "blk.5.ffn_down.weight", "token_embd.weight"],
+}
+
+
+@pytest.mark.parametrize("model", list(REAL_TENSORS))
+def test_real_tensors(model):
+    from runtime import resolve_model
+    rng = np.random.default_rng(11)
+    seen = set()
+    with open_gguf(resolve_model(model)) as gf:
+        for name in REAL_TENSORS[model]:
+            t = gf.tensors[name]
+            seen.add(t.type)
+            exact = t.dequantize().astype(np.float64)
+            pw = packed(t.raw, t.type, t.shape)
+            x = rng.standard_normal(t.shape[1]).astype(np.float32)
+            assert rel_err(pw.matvec(x), exact, x) < RTOL, name
+            if t.shape[0] <= 4096:
+                xs = rng.standard_normal((3, t.shape[1])).astype(np.float32)
+                assert rel_err(pw.matmul(xs), exact, xs) < RTOL, name
+    expected = {"smollm2-135m-instruct": {T.Q4_1, T.Q8_0}, "gemma3-270m": {T.Q8_0, T.Q5_0, T.Q4_K, T.Q6_K}}
+    assert expected[model] <= seen
+
+
+def test_one_thread_gives_the_same_numbers():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((64, 512)).astype(np.float32)
+    pw = packed(quantize(w, T.Q4_K), T.Q4_K, w.shape)
+    x = rng.standard_normal(512).astype(np.float32)
+    both = pw.matvec(x)
+    try:
+        assert cpu_kernels.set_threads(1) == 1
+        one = pw.matvec(x)
+    finally:
+        cpu_kernels.set_threads()
+    assert np.array_equal(one, both)
+    with pytest.raises(ValueError, match="more than"):
+        cpu_kernels.set_threads(10_000)
+
+
+# ---------------------------------------------------------------- transformer-step ops
+
+def test_rms_norm_and_fused_residual():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 576)).astype(np.float32)
+    d = rng.standard_normal((5, 576)).astype(np.float32)
+    w = rng.standard_normal(576).astype(np.float32)
+    out = np.empty_like(x)
+    ops.rms_norm(x, w, 1e-5, out)
+    ref = x / np.sqrt((x.astype(np.float64) ** 2).mean(1, keepdims=True) + 1e-5) * w
+    assert np.abs(out - ref).max() < 1e-5
+    residual = x.copy()
+    ops.add_rms_norm(residual, d, w, 1e-6, out)
+    s = x.astype(np.float64) + d
+    assert np.allclose(residual, s, atol=1e-6)
+    assert np.abs(out - s / np.sqrt((s ** 2).mean(1, keepdims=True) + 1e-6) * w).max() < 1e-5
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope(neox):
+    rng = np.random.default_rng(1)
+    n, heads, dim, n_rot = 4, 3, 64, 64
+    x = rng.standard_normal((n, heads, dim)).astype(np.float32)
+    pos = np.array([0, 1, 7, 300])
+    cos, sin = cpu_kernels.rope_angles(pos, n_rot, 10000.0)
+    y = x.copy()
+    ops.apply_rope(y, cos, sin, neox)
+    theta = pos[:, None] * 10000.0 ** (-np.arange(0, n_rot, 2) / n_rot)
+    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+    if neox:
+        a, b = x[..., :n_rot // 2], x[..., n_rot // 2:]
+        ref = np.concatenate([a * c - b * s, a * s + b * c], -1)
+    else:
+        a, b = x[..., 0::2], x[..., 1::2]
+        ref = np.stack([a * c - b * s, a * s + b * c], -1).reshape(x.shape)
+    assert np.abs(y - ref).max() < 2e-4          # float32 angles, as ggml computes them
+    assert np.array_equal(y[0], x[0])            # position 0 is the identity
+
+
+def test_softmax_and_gates():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((3, 100)) * 10).astype(np.float32)
+    out = np.empty_like(x)
+    ops.softmax(x, out)
+    e = np.exp(x - x.max(1, keepdims=True))
+    assert np.abs(out - e / e.sum(1, keepdims=True)).max() < 1e-6
+    g, u = rng.standard_normal((2, 3, 100)).astype(np.float32)
+    ops.silu_mul(g, u, out)
+    assert np.abs(out - g / (1 + np.exp(-g.astype(np.float64))) * u).max() < 1e-5
+    ops.gelu_tanh_mul(g, u, out)
+    gd = g.astype(np.float64)
+    ref = 0.5 * gd * (1 + np.tanh(np.sqrt(2 / np.pi) * (gd + 0.044715 * gd ** 3))) * u
+    assert np.abs(out - ref).max() < 1e-5
+
+
+def reference_attention(q, k, v, q_pos, slot_pos, n_slots, scale, window):
+    n, heads, dim = q.shape
+    group = heads // k.shape[0]
+    out = np.zeros_like(q, dtype=np.float64)
+    for t in range(n):
+        for h in range(heads):
+            pos = slot_pos[:n_slots]
+            visible = (pos <= q_pos[t]) & ((window <= 0) | (q_pos[t] - pos < window))
+            s = np.where(visible, k[h // group, :n_slots] @ q[t, h].astype(np.float64) * scale, -np.inf)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ v[h // group, :n_slots]
+    return out
+
+
+@pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("window", [0, 5])
+def test_attention_gqa_window_and_ring_buffer(cache_dtype, window):
+    rng = np.random.default_rng(3)
+    heads, kv_heads, dim, ctx = 8, 2, 32, 12
+    n = 4
+    q = rng.standard_normal((n, heads, dim)).astype(np.float32)
+    k = rng.standard_normal((ctx, kv_heads, dim)).astype(np.float32)
+    v = rng.standard_normal((ctx, kv_heads, dim)).astype(np.float32)
+    storage = np.uint16 if cache_dtype == np.float16 else np.float32
+    k_cache = np.zeros((kv_heads, ctx, dim), storage)
+    v_cache = np.zeros((kv_heads, ctx, dim), storage)
+    slots = np.array([5, 6, 7, 0, 1, 2, 3, 4, 8, 9, 10, 11])       # a ring buffer that wrapped
+    slot_pos = np.empty(ctx, np.int32)
+    slot_pos[slots] = np.arange(ctx) + 20
+    ops.store_kv(k_cache, v_cache, slots.astype(np.int64), k, v)
+    kr = (k_cache.view(np.float16) if storage == np.uint16 else k_cache).astype(np.float64)
+    vr = (v_cache.view(np.float16) if storage == np.uint16 else v_cache).astype(np.float64)
+    if storage == np.uint16:
+        assert np.array_equal(kr[:, slots].transpose(1, 0, 2), k.astype(np.float16).astype(np.float64))
+    q_pos = np.array([24, 27, 30, 31], np.int32)
+    scores = np.empty((n * heads, ctx), np.float32)
+    out = np.empty_like(q)
+    ops.attention(q, k_cache, v_cache, q_pos, slot_pos, ctx, np.float32(dim ** -0.5), window, scores, out)
+    ref = reference_attention(q, kr, vr, q_pos, slot_pos, ctx, dim ** -0.5, window)
+    assert np.abs(out - ref).max() < 1e-5

@@ -107,33 +107,42 @@ def _scale_min_k4(scales, b, j):
 
 
 @njit(cache=True, inline="always")
-def _k4_chunk(P, X, S, b, sub, qs_at):
-    """(scale, min, sum of codes * x, sum of x) for 32-element chunk `sub` of a Q4_K/Q5_K block."""
+def _k4_chunk(P, X, S, b, sub, qs_at, qh_at):
+    """Chunk `sub` of a Q4_K (qh_at < 0) or Q5_K block: (6-bit scale, 6-bit min,
+    sum of codes * x, sum of x). Loops of 16 over two 16-element halves: LLVM unrolls
+    those fully, which keeps the lane loop vectorized (loops of 32 were not unrolled)."""
     sc, m = _scale_min_k4(P[4:16], b, sub)
-    qs = P[qs_at + 32 * (sub >> 1):qs_at + 32 * (sub >> 1) + 32]
-    x = X[32 * sub:32 * sub + 32]
+    base = qs_at + 32 * (sub >> 1)
+    qa = P[base:base + 16]
+    qb = P[base + 16:base + 32]
+    xa = X[32 * sub:32 * sub + 16]
+    xb = X[32 * sub + 16:32 * sub + 32]
     shift = 4 * (sub & 1)
     s = F32(0.0)
-    for l in range(32):
-        s += F32(np.int32((np.int32(qs[l, b]) >> shift) & 15)) * x[l, b]
+    if qh_at < 0:
+        for l in range(16):
+            s += (F32(np.int32((np.int32(qa[l, b]) >> shift) & 15)) * xa[l, b]
+                  + F32(np.int32((np.int32(qb[l, b]) >> shift) & 15)) * xb[l, b])
+    else:
+        ha = P[qh_at:qh_at + 16]
+        hb = P[qh_at + 16:qh_at + 32]
+        for l in range(16):
+            ca = ((np.int32(qa[l, b]) >> shift) & 15) | (((np.int32(ha[l, b]) >> sub) & 1) << 4)
+            cb = ((np.int32(qb[l, b]) >> shift) & 15) | (((np.int32(hb[l, b]) >> sub) & 1) << 4)
+            s += F32(np.int32(ca)) * xa[l, b] + F32(np.int32(cb)) * xb[l, b]
     return sc, m, s, S[2 * sub, b] + S[2 * sub + 1, b]
 
 
 @njit(cache=True, inline="always")
 def dot_q4_k(P, X, S, b, sub):
-    sc, m, s, sx = _k4_chunk(P, X, S, b, sub, 16)
+    sc, m, s, sx = _k4_chunk(P, X, S, b, sub, 16, -1)
     return half(P, b, 0) * F32(sc) * s - half(P, b, 2) * F32(m) * sx
 
 
 @njit(cache=True, inline="always")
 def dot_q5_k(P, X, S, b, sub):
-    sc, m, s, sx = _k4_chunk(P, X, S, b, sub, 48)
-    qh = P[16:48]
-    x = X[32 * sub:32 * sub + 32]
-    high = F32(0.0)
-    for l in range(32):
-        high += F32(np.int32((np.int32(qh[l, b]) >> sub) & 1)) * x[l, b]
-    return half(P, b, 0) * F32(sc) * (s + F32(16.0) * high) - half(P, b, 2) * F32(m) * sx
+    sc, m, s, sx = _k4_chunk(P, X, S, b, sub, 48, 16)
+    return half(P, b, 0) * F32(sc) * s - half(P, b, 2) * F32(m) * sx
 
 
 @njit(cache=True, inline="always")

@@ -14,7 +14,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from . import matvec as mv
 from .layout import InterleavedX, deinterleave, interleave
 
-MATMUL_TILE_ROWS = 256
+MATMUL_TILE_BYTES = 64 << 20      # dequantize at most this much float32 at once
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,18 @@ class PackedWeight:
         return out
 
     def matmul(self, xs, out=None):
-        """xs (n, cols) -> out (n, rows) = xs @ W.T: weights dequantized a tile of rows at a
-        time and multiplied by numpy's BLAS (prompt processing is compute-bound)."""
+        """xs (n, cols) -> out (n, rows) = xs @ W.T: the weight dequantized (whole, or in
+        tiles of rows when large) and multiplied by numpy's BLAS (prompt processing is
+        compute-bound). One BLAS call per tile: OpenBLAS threads start slowly while
+        Numba's OpenMP threads still spin after a parallel region, so fewer calls win."""
         xs = np.ascontiguousarray(xs, dtype=np.float32)
         if out is None:
             out = np.empty((xs.shape[0], self.rows), np.float32)
-        for start in range(0, self.rows, MATMUL_TILE_ROWS):
-            stop = min(self.rows, start + MATMUL_TILE_ROWS)
-            tile = self.dequantize(start, stop)
-            np.matmul(xs, tile.T, out=out[:, start:stop])
+        tile = max(1, MATMUL_TILE_BYTES // (4 * self.cols))
+        if tile >= self.rows:
+            np.matmul(xs, self.dequantize().T, out=out)
+            return out
+        for start in range(0, self.rows, tile):
+            stop = min(self.rows, start + tile)
+            out[:, start:stop] = xs @ self.dequantize(start, stop).T
         return out

@@ -81,7 +81,7 @@ def synthetic_table(bandwidth, seconds):
 
 
 def real_shapes_table(bandwidth, seconds):
-    print(f"\nmatvec on real layer shapes (GB/s of GGUF bytes)")
+    print("\nmatvec on real layer shapes (GB/s of GGUF bytes)")
     print(f"{'model':22s} {'tensor':26s} {'type':6s} {'shape':>12s} {'GB/s':>6s} {'% bw':>5s}")
     rng = np.random.default_rng(1)
     for model, names in (("smollm2-135m-instruct", ["blk.0.attn_q.weight", "blk.0.attn_k.weight",

@@ -51,12 +51,6 @@ def fp16_to_fp32(h):
 
 
 @njit(cache=True, inline="always")
-def byte(P, b, k):
-    """Byte k of lane b's block in a group of interleaved blocks P (type_size, lanes)."""
-    return np.int32(P[k, b])
-
-
-@njit(cache=True, inline="always")
 def half(P, b, k):
     """The f16 at bytes k, k+1 of lane b's block, as float32."""
     return fp16_to_fp32(np.int32(P[k, b]) | (np.int32(P[k + 1, b]) << 8))

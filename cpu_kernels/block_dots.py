@@ -21,7 +21,7 @@ to Q8_0/Q8_K; nibble does not, so its logits stay closer to the exact reference)
 import numpy as np
 from numba import njit
 
-from .bits import F32, byte, half, word
+from .bits import F32, half, word
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)

@@ -1,4 +1,5 @@
 """Every validation rule, each on a crafted file: one GGUFError with a useful message, fast."""
+import struct
 import subprocess
 import sys
 import time
@@ -8,10 +9,8 @@ import pytest
 from gguf import GGMLQuantizationType as T, GGUFValueType as V
 
 from gguf_io import GGUFError, open_gguf
-from gguf_craft import (DEFAULT_KVS, DEFAULT_TENSORS, build, kv_i32_array, kv_string, kv_string_array,
-                        kv_u32, string, tensor_info)
-
-import struct
+from gguf_craft import (DEFAULT_KVS, build, kv_i32_array, kv_string, kv_string_array, kv_u32, string,
+                        tensor_info)
 
 
 def write(tmp_path, data, name="crafted.gguf"):

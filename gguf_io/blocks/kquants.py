@@ -10,12 +10,10 @@ literal in arithmetic), so the chosen levels match llama.cpp's. Layouts, in stru
   Q5_K d:f16 dmin:f16 scales[12] qh[32] qs[128]   (176)
   Q6_K ql[128] qh[64] scales:i8[16] d:f16         (210)
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp32_to_fp16, fp16_to_fp32, get_f16, nearest_int, put_u16
+from .bits import F32, fp32_to_fp16, get_f16, nearest_int, put_u16
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)

@@ -1,7 +1,9 @@
-"""The runtime: model files by name, tokenizers and chat templates; architectures and generation next."""
+"""The runtime: model files by name, tokenizers, chat templates, architectures, sampling and the Llama API."""
 from .chat_template import ChatTemplate, ChatTemplateError
-from .registry import KNOWN_MODELS, ModelNotFound, pull, resolve_model
+from .llama import ContextFullError, Llama
+from .model import Model, ModelError
+from .registry import DEFAULT_MODEL, KNOWN_MODELS, ModelNotFound, pull, resolve_model
 from .tokenizer import IncrementalDecoder, Tokenizer, TokenizerError
 
-__all__ = ["KNOWN_MODELS", "ChatTemplate", "ChatTemplateError", "IncrementalDecoder", "ModelNotFound", "Tokenizer",
+__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "ChatTemplate", "ChatTemplateError", "ContextFullError", "Llama", "Model", "ModelError", "IncrementalDecoder", "ModelNotFound", "Tokenizer",
            "TokenizerError", "pull", "resolve_model"]

@@ -6,9 +6,11 @@ import sys
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import inspect_gguf, pull
+from . import chat, inspect_gguf, pull, run
 
 COMMANDS = {
+    "chat": chat,
+    "run": run,
     "pull": pull,
     "inspect": inspect_gguf,
 }

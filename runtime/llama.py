@@ -1,0 +1,313 @@
+"""`Llama`: a drop-in subset of llama-cpp-python 0.3's class of the same name, on nibble's runtime.
+
+Same constructor arguments, method names, defaults and return shapes (`text_completion`,
+`chat.completion` and their streaming chunks). Like llama-cpp-python, a call whose prompt starts with
+tokens already in the KV cache evaluates only the rest, so a chat turn does not re-read the history.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from typing import Iterator
+
+import numpy as np
+
+from .chat_template import ChatTemplate
+from .model import Model
+from .sampling import DEFAULT_SEED, Sampler, SamplingParams
+
+# llama-cpp-python arguments that only matter on other hardware or for features nibble does not have;
+# accepted so that code written for llama-cpp-python runs unchanged.
+_IGNORED_ARGUMENTS = {"n_gpu_layers", "split_mode", "main_gpu", "tensor_split", "use_mmap", "use_mlock",
+                      "vocab_only", "rpc_servers", "kv_overrides", "n_ubatch", "n_threads_batch",
+                      "rope_scaling_type", "pooling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
+                      "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "embedding",
+                      "offload_kqv", "flash_attn", "no_perf", "last_n_tokens_size", "lora_base", "lora_scale",
+                      "lora_path", "numa", "chat_handler", "draft_model", "tokenizer", "type_v", "spm_infill",
+                      "model_params", "context_params"}
+_CACHE_TYPES = {None: "f16", 1: "f16", 0: "f32", "f16": "f16", "f32": "f32"}
+
+
+class ContextFullError(ValueError):
+    """The prompt, or prompt plus what is asked for, does not fit the context window."""
+
+
+class Llama:
+    """A model file loaded for generation. See llama-cpp-python's documentation for the arguments."""
+
+    def __init__(self, model_path: str, *, n_ctx: int = 512, n_batch: int = 512, n_threads: int | None = None,
+                 seed: int = DEFAULT_SEED, logits_all: bool = False, verbose: bool = True,
+                 chat_format: str | None = None, type_k=None, **kwargs):
+        unknown = set(kwargs) - _IGNORED_ARGUMENTS
+        if unknown:
+            raise TypeError(f"Llama() got unexpected argument(s): {', '.join(sorted(unknown))}")
+        if type_k not in _CACHE_TYPES:
+            raise ValueError(f"type_k must be f16 or f32, got {type_k!r}")
+        if n_batch < 1:
+            raise ValueError(f"n_batch must be at least 1, got {n_batch}")
+        started = time.perf_counter()
+        self.model_path = str(model_path)
+        self.verbose = verbose
+        self._model = Model(model_path, n_threads=n_threads)
+        self.tokenizer_ = self._model.tokenizer
+        self.metadata = {k: v for k, v in self._model.gguf.metadata.items() if not isinstance(v, (list, np.ndarray))}
+        n_ctx = n_ctx or self._model.hp.n_ctx_train or 2048
+        self._n_ctx, self.n_batch, self.n_threads = int(n_ctx), int(n_batch), self._model.n_threads
+        self._cache = self._model.new_cache(self._n_ctx, _CACHE_TYPES[type_k])
+        self._seed = seed
+        self.logits_all = logits_all
+        self._input_ids = np.zeros(self._n_ctx, np.int64)
+        self.scores = np.empty((self._n_ctx if logits_all else 1, self._model.hp.n_vocab), np.float32)
+        self._last_logits = None
+        self.chat_format = chat_format
+        self._chat_template = ChatTemplate.for_model(self.tokenizer_, self._model.arch_name, chat_format)
+        if verbose:
+            print(f"nibble: loaded {self.model_path} ({self._model.arch_name}, {self._model.hp.n_layer} layers, "
+                  f"n_ctx={self._n_ctx}, {self.n_threads} threads) in {time.perf_counter() - started:.2f} s",
+                  file=sys.stderr)
+
+    # ---- state ----
+
+    @property
+    def n_tokens(self) -> int:
+        return self._cache.n_tokens
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        return self._input_ids[: self.n_tokens]
+
+    @property
+    def eval_logits(self):
+        from collections import deque
+        rows = self.scores[: self.n_tokens] if self.logits_all else self.scores[:1]
+        return deque(rows.tolist(), maxlen=self._n_ctx if self.logits_all else 1)
+
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def n_vocab(self) -> int:
+        return self._model.hp.n_vocab
+
+    def n_embd(self) -> int:
+        return self._model.hp.n_embd
+
+    def token_bos(self) -> int:
+        return self.tokenizer_.bos_id
+
+    def token_eos(self) -> int:
+        return self.tokenizer_.eos_id
+
+    def reset(self):
+        """Forget the evaluated tokens (the next call evaluates its whole prompt)."""
+        self._cache.n_tokens = 0
+        self._last_logits = None
+
+    # ---- tokens ----
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """llama_tokenize: add_bos adds the vocabulary's BOS/EOS, special parses control-token text."""
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        return self.tokenizer_.encode(text.decode("utf-8", errors="replace"), add_special=add_bos,
+                                      parse_special=special)
+
+    def detokenize(self, tokens, prev_tokens=None, special: bool = False) -> bytes:
+        data = b"".join(self.tokenizer_.token_bytes(int(t), special) for t in tokens)
+        if not prev_tokens and tokens and tokens[0] == self.token_bos() and data.startswith(b" "):
+            data = data[1:]
+        return data
+
+    # ---- evaluation ----
+
+    def eval(self, tokens):
+        """Evaluate tokens after those already in the context, n_batch at a time."""
+        tokens = [int(t) for t in tokens]
+        if self.n_tokens + len(tokens) > self._n_ctx:
+            raise ContextFullError(f"{self.n_tokens + len(tokens)} tokens do not fit the context window of "
+                                   f"{self._n_ctx} tokens (raise n_ctx)")
+        for start in range(0, len(tokens), self.n_batch):
+            batch = tokens[start:start + self.n_batch]
+            past = self.n_tokens
+            logits = self._model.forward(batch, self._cache, all_logits=self.logits_all)
+            self._input_ids[past:past + len(batch)] = batch
+            if self.logits_all:
+                self.scores[past:past + len(batch)] = logits
+                self._last_logits = logits[-1]
+            else:
+                self.scores[0] = logits
+                self._last_logits = logits
+
+    def _evaluate_prompt(self, tokens):
+        """Reuse the longest cached prefix (keeping at least one token to evaluate), evaluate the rest."""
+        if len(tokens) > self._n_ctx:
+            raise ContextFullError(f"Requested tokens ({len(tokens)}) exceed context window of {self._n_ctx}")
+        cached, wanted = self.input_ids, np.asarray(tokens, np.int64)
+        common = int(np.argmin(np.append(cached[: len(wanted)] == wanted[: len(cached)], False)))
+        self._cache.n_tokens = min(common, len(tokens) - 1)
+        self.eval(tokens[self.n_tokens:])
+
+    def generate(self, tokens, sampling: SamplingParams, seed=None) -> Iterator[int]:
+        """Yield sampled tokens after evaluating the prompt `tokens`; stops at end-of-generation or a full
+        context. The caller decides when to stop asking."""
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("the prompt is empty: give at least one token")
+        self._evaluate_prompt(tokens)
+        sampler = Sampler(sampling, self._seed if seed is None else seed)
+        while True:
+            history = self.input_ids[-sampling.penalty_last_n:] if sampling.penalty_last_n else ()
+            token = sampler.sample(self._last_logits, history)
+            yield token
+            if self.tokenizer_.is_eog(token) or self.n_tokens >= self._n_ctx:
+                return
+            self.eval([token])
+
+    # ---- completions ----
+
+    def create_completion(self, prompt, suffix=None, max_tokens: int | None = 16, temperature: float = 0.8,
+                          top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0, logprobs=None,
+                          echo: bool = False, stop=None, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
+                          stream: bool = False, seed: int | None = None, logit_bias=None, model=None, **kwargs):
+        """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
+        if suffix is not None or logprobs is not None:
+            raise NotImplementedError("suffix and logprobs are not supported by nibble yet")
+        if typical_p != 1.0:
+            raise NotImplementedError("typical_p is not supported by nibble yet")
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                                  presence_penalty=presence_penalty,
+                                  logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
+        if isinstance(prompt, str):
+            prompt_tokens = self.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            prompt_text = prompt
+        else:
+            prompt_tokens = [int(t) for t in prompt]
+            prompt_text = self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
+        if len(prompt_tokens) > self._n_ctx:
+            raise ContextFullError(f"Requested tokens ({len(prompt_tokens)}) exceed context window of "
+                                   f"{self._n_ctx}")
+        chunks = self._completion(prompt_tokens, sampling, max_tokens, stop, seed)
+        meta = dict(id=f"cmpl-{uuid.uuid4()}", created=int(time.time()), model=model or self.model_path)
+        if stream:
+            return self._completion_stream(meta, chunks, prompt_text if echo else None)
+        text, finish_reason, n_completion = "", None, 0
+        for piece, finish_reason, n_completion in chunks:
+            text += piece
+        if echo:
+            text = prompt_text + text
+        return {**_header(meta, "text_completion"),
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+                "usage": _usage(len(prompt_tokens), n_completion)}
+
+    __call__ = create_completion
+
+    def _completion_stream(self, meta, chunks, echo_text):
+        if echo_text:
+            yield {**_header(meta, "text_completion"),
+                   "choices": [{"text": echo_text, "index": 0, "logprobs": None, "finish_reason": None}]}
+        for piece, finish_reason, _ in chunks:
+            yield {**_header(meta, "text_completion"),
+                   "choices": [{"text": piece, "index": 0, "logprobs": None, "finish_reason": finish_reason}]}
+
+    def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed):
+        """Yield (text, finish_reason, completion_tokens): text is never part of a stop string, even one
+        that arrives split across tokens; the last item carries the finish reason ("stop" or "length")."""
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        room = self._n_ctx - len(prompt_tokens)   # prompt and completion together fit the context
+        max_tokens = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
+        decoder = self.tokenizer_.incremental_decoder()
+        pending, count, finish_reason, cut = "", 0, "length", -1
+        for token in self.generate(prompt_tokens, sampling, seed):
+            if self.tokenizer_.is_eog(token):
+                finish_reason = "stop"
+                break
+            count += 1
+            pending += decoder.decode(token)
+            cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                pending, finish_reason = pending[:cut], "stop"
+                break
+            if count >= max_tokens:
+                break
+            held = _longest_stop_prefix(pending, stops)
+            ready, pending = pending[: len(pending) - held], pending[len(pending) - held:]
+            if ready:
+                yield ready, None, count
+        if cut < 0:
+            pending += decoder.flush()
+        yield pending, finish_reason, count
+
+    def create_chat_completion(self, messages, functions=None, function_call=None, tools=None, tool_choice=None,
+                               temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
+                               typical_p: float = 1.0, stream: bool = False, stop=None, seed: int | None = None,
+                               response_format=None, max_tokens: int | None = None, presence_penalty: float = 0.0,
+                               frequency_penalty: float = 0.0, repeat_penalty: float = 1.0, logit_bias=None,
+                               model=None, **kwargs):
+        """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
+        if functions or tools or response_format:
+            raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
+        prompt = self._chat_template.render(messages, add_generation_prompt=True, tools=None)
+        prompt_tokens = self.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
+                                            top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stops,
+                                            frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                                            repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
+                                            logit_bias=logit_bias, model=model)
+        if stream:
+            return _chat_chunks(completion)
+        choice = completion["choices"][0]
+        return {"id": "chat" + completion["id"], "object": "chat.completion", "created": completion["created"],
+                "model": completion["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]},
+                             "logprobs": None, "finish_reason": choice["finish_reason"]}],
+                "usage": completion["usage"]}
+
+    def close(self):
+        self._model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _chat_chunks(chunks):
+    first = True
+    for chunk in chunks:
+        header = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
+                  "object": "chat.completion.chunk"}
+        if first:
+            yield {**header, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
+                                          "finish_reason": None}]}
+            first = False
+        choice = chunk["choices"][0]
+        if choice["text"]:
+            yield {**header, "choices": [{"index": 0, "delta": {"content": choice["text"]}, "logprobs": None,
+                                          "finish_reason": None}]}
+        if choice["finish_reason"] is not None:
+            yield {**header, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                          "finish_reason": choice["finish_reason"]}]}
+
+
+def _header(meta, kind):
+    return {"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"]}
+
+
+def _usage(prompt_tokens, completion_tokens):
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _longest_stop_prefix(text, stops):
+    """How many trailing characters of `text` could be the start of a stop string (and must wait)."""
+    longest = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:k]):
+                longest = k
+                break
+    return longest

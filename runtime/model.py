@@ -1,0 +1,325 @@
+"""Transformer models from GGUF files: hyper-parameters and weights from the file, one forward pass.
+
+Each supported architecture is a small description (`ARCHITECTURES`) over one shared block: pre-norm
+attention with grouped-query heads and RoPE, then a gated feed-forward. The description says which
+optional pieces the architecture has (per-head q/k norms, post-norms, sliding-window layers, ...).
+
+Weights are packed once at load into the kernels' layout (cpu_kernels.PackedWeight). A forward pass over
+n tokens uses matvec kernels when n == 1 (generation) and dequantize-plus-BLAS matmuls otherwise (prompt
+processing). Activations stay float32 throughout (llama.cpp quantizes them to 8 bits).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import cpu_kernels as K
+from gguf_io import block_format, open_gguf
+
+from .tokenizer import Tokenizer
+
+
+class ModelError(ValueError):
+    """The model file lacks something the architecture needs, or uses something nibble cannot run."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What distinguishes one architecture's block from the shared one."""
+    rope_neox: bool = False            # rotate pairs (i, i + d/2) instead of (2i, 2i + 1)
+    activation: str = "silu"           # feed-forward gate: silu (SwiGLU) or gelu (GeGLU, tanh form)
+    embed_scale: bool = False          # multiply embeddings by sqrt(n_embd)
+    qk_norm: bool = False              # RMSNorm over each head of q and k (attn_q_norm, attn_k_norm)
+    post_norms: bool = False           # RMSNorm on the attention and feed-forward outputs before the residual
+    global_every: int = 0              # with a sliding window: every Nth layer attends globally
+    local_rope_base: float = 0.0       # RoPE base of sliding-window layers (0: same as global)
+
+
+ARCHITECTURES = {
+    "llama": Architecture(),
+    "gemma3": Architecture(rope_neox=True, activation="gelu", embed_scale=True, qk_norm=True, post_norms=True,
+                           global_every=6, local_rope_base=10000.0),
+}
+
+_ACTIVATIONS = {"silu": K.silu_mul, "gelu": K.gelu_tanh_mul}
+
+
+@dataclass
+class HyperParams:
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    eps: float
+    rope_dims: int
+    rope_base: float
+    rope_freq_scale: float
+    n_ctx_train: int
+    sliding_window: int
+
+    @classmethod
+    def from_metadata(cls, meta: dict, arch: str, n_vocab: int) -> "HyperParams":
+        def key(name, default=None):
+            value = meta.get(f"{arch}.{name}", default)
+            if value is None:
+                raise ModelError(f"the file has no {arch}.{name}, which architecture {arch!r} needs")
+            return value
+
+        n_embd, n_head = int(key("embedding_length")), int(key("attention.head_count"))
+        head_dim = int(key("attention.key_length", n_embd // n_head))
+        if int(key("attention.value_length", head_dim)) != head_dim:
+            raise ModelError("attention.value_length different from key_length is not supported")
+        scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+        factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0) or 1.0)
+        if scaling not in ("none", "linear") and factor != 1.0:
+            raise ModelError(f"rope scaling {scaling!r} is not supported (nibble supports linear and llama3)")
+        return cls(
+            n_vocab=n_vocab, n_embd=n_embd, n_layer=int(key("block_count")), n_head=n_head,
+            n_head_kv=int(key("attention.head_count_kv", n_head)), head_dim=head_dim,
+            n_ff=int(key("feed_forward_length")), eps=float(key("attention.layer_norm_rms_epsilon")),
+            rope_dims=int(key("rope.dimension_count", head_dim)), rope_base=float(key("rope.freq_base", 10000.0)),
+            rope_freq_scale=1.0 / factor if scaling == "linear" else 1.0,
+            n_ctx_train=int(key("context_length", 0)), sliding_window=int(key("attention.sliding_window", 0)))
+
+
+class _Weights:
+    """Looks tensors up by name and packs them, naming what is missing."""
+
+    def __init__(self, gguf, arch):
+        self.gguf, self.arch = gguf, arch
+
+    def has(self, name):
+        return name in self.gguf.tensors
+
+    def tensor(self, name):
+        tensor = self.gguf.tensors.get(name)
+        if tensor is None:
+            raise ModelError(f"tensor {name!r} is missing from {Path(self.gguf.path).name} "
+                             f"(architecture {self.arch!r} needs it)")
+        return tensor
+
+    def vector(self, name):
+        return np.ascontiguousarray(self.tensor(name).dequantize().reshape(-1), np.float32)
+
+    def matrix(self, name, rows=None, cols=None):
+        tensor = self.tensor(name)
+        shape = tensor.shape
+        if len(shape) != 2 or (rows is not None and shape[0] != rows) or (cols is not None and shape[1] != cols):
+            raise ModelError(f"tensor {name!r} has shape {shape}, expected ({rows}, {cols})")
+        try:
+            return K.PackedWeight(tensor.raw, tensor.type, shape, block_format(tensor.type).dequantize_blocks)
+        except ValueError as error:
+            raise ModelError(f"tensor {name!r}: {error}") from None
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray
+    wq: K.PackedWeight
+    wk: K.PackedWeight
+    wv: K.PackedWeight
+    wo: K.PackedWeight
+    ffn_norm: np.ndarray
+    gate: K.PackedWeight
+    up: K.PackedWeight
+    down: K.PackedWeight
+    sliding: bool
+    q_norm: np.ndarray | None = None
+    k_norm: np.ndarray | None = None
+    post_attn_norm: np.ndarray | None = None
+    post_ffw_norm: np.ndarray | None = None
+
+
+class KVCache:
+    """Keys and values of one sequence, per layer (n_head_kv, n_ctx, head_dim), float16 or float32."""
+
+    def __init__(self, hp: HyperParams, n_ctx: int, dtype: str = "f16"):
+        storage = {"f16": np.uint16, "f32": np.float32}.get(dtype)
+        if storage is None:
+            raise ValueError(f"KV cache type must be f16 or f32, got {dtype!r}")
+        shape = (hp.n_head_kv, n_ctx, hp.head_dim)
+        self.k = [np.zeros(shape, storage) for _ in range(hp.n_layer)]
+        self.v = [np.zeros(shape, storage) for _ in range(hp.n_layer)]
+        self.slot_pos = np.full(n_ctx, -1, np.int64)
+        self.n_ctx = n_ctx
+        self.n_tokens = 0
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+
+class _Workspace:
+    """Activation buffers for up to n_batch tokens, reused by every forward pass."""
+
+    def __init__(self, hp: HyperParams, n_batch: int, n_ctx: int):
+        q_width, kv_width = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        f32 = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+        self.n_batch = n_batch
+        self.x, self.h = f32(n_batch, hp.n_embd), f32(n_batch, hp.n_embd)
+        self.q, self.attn = f32(n_batch, q_width), f32(n_batch, q_width)
+        self.k, self.v = f32(n_batch, kv_width), f32(n_batch, kv_width)
+        self.o = f32(n_batch, hp.n_embd)
+        self.gate, self.up, self.act = f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff)
+        self.scores = f32(n_batch * hp.n_head, n_ctx)
+
+
+class Model:
+    """A loaded GGUF model: tokenizer, hyper-parameters, packed weights and the forward pass."""
+
+    def __init__(self, path, n_threads: int | None = None):
+        self.path = Path(path)
+        self.n_threads = K.set_threads(n_threads)
+        self.gguf = open_gguf(self.path)
+        meta = self.gguf.metadata
+        self.arch_name = meta.get("general.architecture")
+        self.arch = ARCHITECTURES.get(self.arch_name)
+        if self.arch is None:
+            raise ModelError(f"architecture {self.arch_name!r} is not supported "
+                             f"(nibble runs: {', '.join(sorted(ARCHITECTURES))})")
+        self.tokenizer = Tokenizer(meta)
+        self.hp = hp = HyperParams.from_metadata(meta, self.arch_name, self.tokenizer.n_vocab)
+        weights = _Weights(self.gguf, self.arch_name)
+        embd = weights.tensor("token_embd.weight")
+        if embd.shape != (hp.n_vocab, hp.n_embd):
+            raise ModelError(f"token_embd.weight has shape {embd.shape}, expected ({hp.n_vocab}, {hp.n_embd})")
+        self._embd_raw = embd.raw.reshape(hp.n_vocab, -1)
+        self._embd_dequantize = block_format(embd.type).dequantize_blocks
+        self.output_norm = weights.vector("output_norm.weight")
+        self.output = weights.matrix("output.weight" if weights.has("output.weight") else "token_embd.weight",
+                                     hp.n_vocab, hp.n_embd)
+        self.rope_freq_factors = weights.vector("rope_freqs.weight") if weights.has("rope_freqs.weight") else None
+        self.layers = [self._layer(weights, i) for i in range(hp.n_layer)]
+        self._workspace = None
+
+    def _layer(self, w, i):
+        hp, arch = self.hp, self.arch
+        p = f"blk.{i}."
+        q_width, kv_width = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        layer = Layer(
+            attn_norm=w.vector(p + "attn_norm.weight"),
+            wq=w.matrix(p + "attn_q.weight", q_width, hp.n_embd),
+            wk=w.matrix(p + "attn_k.weight", kv_width, hp.n_embd),
+            wv=w.matrix(p + "attn_v.weight", kv_width, hp.n_embd),
+            wo=w.matrix(p + "attn_output.weight", hp.n_embd, q_width),
+            ffn_norm=w.vector(p + "ffn_norm.weight"),
+            gate=w.matrix(p + "ffn_gate.weight", hp.n_ff, hp.n_embd),
+            up=w.matrix(p + "ffn_up.weight", hp.n_ff, hp.n_embd),
+            down=w.matrix(p + "ffn_down.weight", hp.n_embd, hp.n_ff),
+            sliding=bool(arch.global_every and hp.sliding_window and (i + 1) % arch.global_every != 0))
+        if arch.qk_norm:
+            layer.q_norm, layer.k_norm = w.vector(p + "attn_q_norm.weight"), w.vector(p + "attn_k_norm.weight")
+        if arch.post_norms:
+            layer.post_attn_norm = w.vector(p + "post_attention_norm.weight")
+            layer.post_ffw_norm = w.vector(p + "post_ffw_norm.weight")
+        return layer
+
+    def new_cache(self, n_ctx: int, dtype: str = "f16") -> KVCache:
+        return KVCache(self.hp, n_ctx, dtype)
+
+    def _workspace_for(self, n_batch, n_ctx):
+        ws = self._workspace
+        if ws is None or ws.n_batch < n_batch or ws.scores.shape[1] < n_ctx:
+            ws = self._workspace = _Workspace(self.hp, n_batch, n_ctx)
+        return ws
+
+    def embed(self, tokens, out):
+        for row, token in enumerate(tokens):
+            self._embd_dequantize(self._embd_raw[token], out[row])
+        if self.arch.embed_scale:
+            out *= np.float32(math.sqrt(self.hp.n_embd))
+
+    def forward(self, tokens, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` at positions cache.n_tokens.. and append them to the cache.
+
+        Returns float32 logits: (n_tokens, n_vocab) with all_logits, else (n_vocab,) for the last token.
+        """
+        tokens = np.asarray(tokens, np.int64)
+        n = tokens.size
+        hp = self.hp
+        if n == 0:
+            raise ValueError("forward needs at least one token")
+        if tokens.min() < 0 or tokens.max() >= hp.n_vocab:
+            raise ValueError(f"token ids must be in 0..{hp.n_vocab - 1}")
+        start = cache.n_tokens
+        if start + n > cache.n_ctx:
+            raise ValueError(f"{start + n} tokens do not fit the context of {cache.n_ctx} tokens")
+        ws = self._workspace_for(n, cache.n_ctx)
+        positions = np.arange(start, start + n, dtype=np.int64)
+        slots = positions
+        cache.slot_pos[slots] = positions
+        n_slots = start + n
+        ropes = self._rope_tables(positions)
+
+        x, h = ws.x[:n], ws.h[:n]
+        q, k, v, attn, o = ws.q[:n], ws.k[:n], ws.v[:n], ws.attn[:n], ws.o[:n]
+        gate, up, act = ws.gate[:n], ws.up[:n], ws.act[:n]
+        q3 = q.reshape(n, hp.n_head, hp.head_dim)
+        k3 = k.reshape(n, hp.n_head_kv, hp.head_dim)
+        v3 = v.reshape(n, hp.n_head_kv, hp.head_dim)
+        attn3 = attn.reshape(n, hp.n_head, hp.head_dim)
+        scale = 1.0 / math.sqrt(hp.head_dim)
+        activation = _ACTIVATIONS[self.arch.activation]
+        self.embed(tokens, x)
+        K.rms_norm(x, self.layers[0].attn_norm, hp.eps, h)
+        for i, layer in enumerate(self.layers):
+            _project(h, (layer.wq, q), (layer.wk, k), (layer.wv, v))
+            if layer.q_norm is not None:
+                qh = q.reshape(n * hp.n_head, hp.head_dim)
+                kh = k.reshape(n * hp.n_head_kv, hp.head_dim)
+                K.rms_norm(qh, layer.q_norm, hp.eps, qh)
+                K.rms_norm(kh, layer.k_norm, hp.eps, kh)
+            cos, sin = ropes[layer.sliding]
+            K.apply_rope(q3, cos, sin, self.arch.rope_neox)
+            K.apply_rope(k3, cos, sin, self.arch.rope_neox)
+            K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
+            window = hp.sliding_window if layer.sliding else 0
+            K.attention(q3, cache.k[i], cache.v[i], positions, cache.slot_pos, n_slots, scale, window,
+                        ws.scores, attn3)
+            _project(attn, (layer.wo, o))
+            if layer.post_attn_norm is not None:
+                K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
+            K.add_rms_norm(x, o, layer.ffn_norm, hp.eps, h)
+            _project(h, (layer.gate, gate), (layer.up, up))
+            activation(gate, up, act)
+            _project(act, (layer.down, o))
+            if layer.post_ffw_norm is not None:
+                K.rms_norm(o, layer.post_ffw_norm, hp.eps, o)
+            next_norm = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.output_norm
+            K.add_rms_norm(x, o, next_norm, hp.eps, h)
+        cache.n_tokens = start + n
+        if all_logits:
+            return self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :]
+        return self.output.matvec(h[n - 1])
+
+    def _rope_tables(self, positions):
+        """cos/sin for global layers (False) and sliding-window layers (True)."""
+        hp = self.hp
+        global_table = K.rope_angles(positions, hp.rope_dims, hp.rope_base, hp.rope_freq_scale,
+                                     self.rope_freq_factors)
+        if not self.arch.local_rope_base:
+            return {False: global_table, True: global_table}
+        return {False: global_table, True: K.rope_angles(positions, hp.rope_dims, self.arch.local_rope_base)}
+
+    def close(self):
+        self.gguf.close()
+
+
+def _project(x, *targets):
+    """out = W @ x for each (W, out): matvec kernels for one row (sharing the prepared input), else matmul."""
+    if x.shape[0] == 1:
+        prepared = {}
+        for weight, out in targets:
+            key = (weight.format.type, weight.cols)
+            if key not in prepared:
+                prepared[key] = weight.prepare(x[0])
+            weight.matvec(x[0], out[0], prepared[key])
+    else:
+        for weight, out in targets:
+            weight.matmul(x, out)

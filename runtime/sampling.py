@@ -1,0 +1,86 @@
+"""Choosing the next token from logits, in llama-cpp-python's order.
+
+logit bias -> repeat/frequency/presence penalties over the last `penalty_last_n` tokens -> then either
+greedy (temperature <= 0) or top-k -> top-p -> min-p -> temperature -> a draw from a seeded generator.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_SEED = 0xFFFFFFFF   # llama.cpp's LLAMA_DEFAULT_SEED: pick a random seed
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    penalty_last_n: int = 64
+    logit_bias: dict = field(default_factory=dict)
+
+    def check(self):
+        """One clear error for a value llama.cpp would reject or misread."""
+        if self.top_p < 0 or self.top_p > 1 or self.min_p < 0 or self.min_p > 1:
+            raise ValueError(f"top_p and min_p must be within [0, 1], got top_p={self.top_p}, min_p={self.min_p}")
+        if self.repeat_penalty <= 0:
+            raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty}")
+        return self
+
+
+class Sampler:
+    """Stateful only through its random generator: the same seed gives the same choices."""
+
+    def __init__(self, params: SamplingParams, seed: int | None = None):
+        self.params = params.check()
+        self.rng = np.random.default_rng(None if seed is None or seed == DEFAULT_SEED or seed < 0 else seed)
+
+    def sample(self, logits: np.ndarray, history=()) -> int:
+        p = self.params
+        logits = np.array(logits, dtype=np.float32)
+        for token, bias in p.logit_bias.items():
+            logits[int(token)] += np.float32(bias)
+        if p.penalty_last_n and (p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty):
+            _apply_penalties(logits, list(history)[-p.penalty_last_n:], p)
+        if p.temperature <= 0:
+            return int(np.argmax(logits))
+        ids = _top_k(logits, p.top_k)
+        values = logits[ids].astype(np.float64)
+        order = np.argsort(-values, kind="stable")
+        ids, values = ids[order], values[order]
+        probs = _softmax(values)
+        if p.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
+            ids, values = ids[:keep], values[:keep]
+        if p.min_p > 0.0:
+            keep = values >= values[0] + np.log(p.min_p)
+            ids, values = ids[keep], values[keep]
+        probs = _softmax(values / p.temperature)
+        return int(ids[self.rng.choice(len(ids), p=probs)])
+
+
+def _apply_penalties(logits, recent, p):
+    """llama.cpp's penalties sampler: repeat divides positive logits (multiplies negative ones), then
+    frequency and presence subtract count * f and p for every token seen recently."""
+    for token, count in Counter(recent).items():
+        value = logits[token]
+        value = value / p.repeat_penalty if value > 0 else value * p.repeat_penalty
+        logits[token] = value - count * p.frequency_penalty - p.presence_penalty
+
+
+def _top_k(logits, k):
+    n = logits.size
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.argpartition(-logits, k - 1)[:k]
+
+
+def _softmax(values):
+    e = np.exp(values - values.max())
+    return e / e.sum()

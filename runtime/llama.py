@@ -54,7 +54,7 @@ class Llama:
         self.metadata = {k: v for k, v in self._model.gguf.metadata.items() if not isinstance(v, (list, np.ndarray))}
         n_ctx = n_ctx or self._model.hp.n_ctx_train or 2048
         self._n_ctx, self.n_batch, self.n_threads = int(n_ctx), int(n_batch), self._model.n_threads
-        self._cache = self._model.new_cache(self._n_ctx, _CACHE_TYPES[type_k])
+        self._cache = self._model.new_cache(self._n_ctx, _CACHE_TYPES[type_k], self.n_batch)
         self._seed = seed
         self.logits_all = logits_all
         self._input_ids = np.zeros(self._n_ctx, np.int64)
@@ -100,7 +100,7 @@ class Llama:
 
     def reset(self):
         """Forget the evaluated tokens (the next call evaluates its whole prompt)."""
-        self._cache.n_tokens = 0
+        self._cache.truncate(0)
         self._last_logits = None
 
     # ---- tokens ----
@@ -144,7 +144,7 @@ class Llama:
             raise ContextFullError(f"Requested tokens ({len(tokens)}) exceed context window of {self._n_ctx}")
         cached, wanted = self.input_ids, np.asarray(tokens, np.int64)
         common = int(np.argmin(np.append(cached[: len(wanted)] == wanted[: len(cached)], False)))
-        self._cache.n_tokens = min(common, len(tokens) - 1)
+        self._cache.truncate(min(common, len(tokens) - 1))
         self.eval(tokens[self.n_tokens:])
 
     def generate(self, tokens, sampling: SamplingParams, seed=None) -> Iterator[int]:

@@ -136,23 +136,48 @@ class Layer:
     post_ffw_norm: np.ndarray | None = None
 
 
-class KVCache:
-    """Keys and values of one sequence, per layer (n_head_kv, n_ctx, head_dim), float16 or float32."""
+EMPTY_SLOT = np.iinfo(np.int64).max   # a slot position no query can see
 
-    def __init__(self, hp: HyperParams, n_ctx: int, dtype: str = "f16"):
+
+class KVCache:
+    """Keys and values of one sequence, per layer (n_head_kv, slots, head_dim), float16 or float32.
+
+    Global layers keep one slot per position (n_ctx). Sliding-window layers keep a ring of
+    window + max_batch slots, enough for a batch of queries to see their whole window, so their
+    cache does not grow with the context. `slot_pos` says which position each slot holds.
+    """
+
+    def __init__(self, hp: HyperParams, n_ctx: int, sliding, dtype: str = "f16", max_batch: int = 512):
         storage = {"f16": np.uint16, "f32": np.float32}.get(dtype)
         if storage is None:
             raise ValueError(f"KV cache type must be f16 or f32, got {dtype!r}")
-        shape = (hp.n_head_kv, n_ctx, hp.head_dim)
-        self.k = [np.zeros(shape, storage) for _ in range(hp.n_layer)]
-        self.v = [np.zeros(shape, storage) for _ in range(hp.n_layer)]
-        self.slot_pos = np.full(n_ctx, -1, np.int64)
-        self.n_ctx = n_ctx
+        if n_ctx < 1:
+            raise ValueError(f"the context must hold at least one token, got n_ctx={n_ctx}")
+        self.n_ctx, self.window = n_ctx, hp.sliding_window
+        self.max_batch = max(1, min(max_batch, n_ctx))
+        self.ring = min(n_ctx, self.window + self.max_batch) if any(sliding) else n_ctx
+        self.sliding = list(sliding)
+        sizes = [self.ring if s else n_ctx for s in self.sliding]
+        self.k = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
+        self.v = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
+        self.linear_pos = np.full(n_ctx, EMPTY_SLOT, np.int64)
+        self.ring_pos = np.full(self.ring, EMPTY_SLOT, np.int64)
         self.n_tokens = 0
 
     @property
     def nbytes(self):
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+    def truncate(self, n_tokens: int) -> int:
+        """Forget positions >= n_tokens; returns how many are kept. A ring that has already overwritten
+        keys which position n_tokens needs cannot go back there: then everything is forgotten."""
+        n_tokens = min(n_tokens, self.n_tokens)
+        if self.ring < self.n_ctx and n_tokens and n_tokens - self.window + 1 < self.n_tokens - self.ring:
+            n_tokens = 0
+        self.linear_pos[self.linear_pos >= n_tokens] = EMPTY_SLOT
+        self.ring_pos[self.ring_pos >= n_tokens] = EMPTY_SLOT
+        self.n_tokens = n_tokens
+        return n_tokens
 
 
 class _Workspace:
@@ -220,8 +245,8 @@ class Model:
             layer.post_ffw_norm = w.vector(p + "post_ffw_norm.weight")
         return layer
 
-    def new_cache(self, n_ctx: int, dtype: str = "f16") -> KVCache:
-        return KVCache(self.hp, n_ctx, dtype)
+    def new_cache(self, n_ctx: int, dtype: str = "f16", max_batch: int = 512) -> KVCache:
+        return KVCache(self.hp, n_ctx, [layer.sliding for layer in self.layers], dtype, max_batch)
 
     def _workspace_for(self, n_batch, n_ctx):
         ws = self._workspace
@@ -240,21 +265,26 @@ class Model:
 
         Returns float32 logits: (n_tokens, n_vocab) with all_logits, else (n_vocab,) for the last token.
         """
-        tokens = np.asarray(tokens, np.int64)
+        tokens = np.asarray(tokens, np.int64).reshape(-1)
         n = tokens.size
-        hp = self.hp
         if n == 0:
             raise ValueError("forward needs at least one token")
-        if tokens.min() < 0 or tokens.max() >= hp.n_vocab:
-            raise ValueError(f"token ids must be in 0..{hp.n_vocab - 1}")
+        if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
+            raise ValueError(f"token ids must be in 0..{self.hp.n_vocab - 1}")
+        if cache.n_tokens + n > cache.n_ctx:
+            raise ValueError(f"{cache.n_tokens + n} tokens do not fit the context of {cache.n_ctx} tokens")
+        chunks = [self._forward_chunk(tokens[i:i + cache.max_batch], cache, all_logits)
+                  for i in range(0, n, cache.max_batch)]
+        return np.concatenate(chunks) if all_logits and len(chunks) > 1 else chunks[-1]
+
+    def _forward_chunk(self, tokens, cache, all_logits):
+        n, hp = tokens.size, self.hp
         start = cache.n_tokens
-        if start + n > cache.n_ctx:
-            raise ValueError(f"{start + n} tokens do not fit the context of {cache.n_ctx} tokens")
-        ws = self._workspace_for(n, cache.n_ctx)
+        ws = self._workspace_for(n, max(cache.n_ctx, cache.ring))
         positions = np.arange(start, start + n, dtype=np.int64)
-        slots = positions
-        cache.slot_pos[slots] = positions
-        n_slots = start + n
+        ring_slots = positions % cache.ring
+        cache.linear_pos[positions] = positions
+        cache.ring_pos[ring_slots] = positions
         ropes = self._rope_tables(positions)
 
         x, h = ws.x[:n], ws.h[:n]
@@ -278,10 +308,12 @@ class Model:
             cos, sin = ropes[layer.sliding]
             K.apply_rope(q3, cos, sin, self.arch.rope_neox)
             K.apply_rope(k3, cos, sin, self.arch.rope_neox)
+            if layer.sliding:
+                slots, slot_pos, n_slots, window = ring_slots, cache.ring_pos, cache.ring, hp.sliding_window
+            else:
+                slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
             K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
-            window = hp.sliding_window if layer.sliding else 0
-            K.attention(q3, cache.k[i], cache.v[i], positions, cache.slot_pos, n_slots, scale, window,
-                        ws.scores, attn3)
+            K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, ws.scores, attn3)
             _project(attn, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)

@@ -67,3 +67,47 @@ def test_resolve_model_accepts_paths_and_names(smollm2_path):
 def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "inspect" in result.stdout and "pull" in result.stdout
+
+
+def test_run_prints_the_greedy_continuation(capsys, smollm2_path):
+    code, out, err = run(capsys, "run", "-p", "The capital of France is", "-n", "3", "--temp", "0")
+    assert code == 0 and out == " Paris.\n\n"
+
+
+def test_chat_keeps_the_conversation_and_resets(capsys, monkeypatch, smollm2_path):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is the capital of France?\n/reset\n"
+                                                 "What is the capital of France?\n/exit\nnever read\n"))
+    code, out, err = run(capsys, "chat", "--temp", "0", "-c", "512")
+    assert code == 0
+    answers = [line for line in out.splitlines() if line]
+    assert answers == ["The capital of France is Paris.", "(conversation cleared)", "The capital of France is Paris."]
+
+
+def test_chat_ctrl_c_stops_the_reply_not_the_program(capsys, monkeypatch, smollm2_path):
+    import io
+    from runtime import Llama
+    real = Llama.create_chat_completion
+    calls = []
+
+    def interrupted(self, messages, **kwargs):
+        calls.append(len(messages))
+        chunks = real(self, messages, **kwargs)
+        if len(calls) == 1:
+            yield next(chunks)
+            yield next(chunks)
+            raise KeyboardInterrupt
+        yield from chunks
+
+    monkeypatch.setattr(Llama, "create_chat_completion", interrupted)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Tell me a long story.\nWhat is the capital of France?\n"))
+    code, out, _ = run(capsys, "chat", "--temp", "0")
+    assert code == 0 and "[stopped]" in out
+    assert calls == [1, 3]       # the interrupted reply stays in the conversation
+
+
+def test_chat_context_full_is_a_message(capsys, monkeypatch, smollm2_path):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("word " * 60 + "\n/exit\n"))
+    code, out, _ = run(capsys, "chat", "-c", "32")
+    assert code == 0 and "no longer fits the 32-token context" in out

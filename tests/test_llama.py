@@ -169,3 +169,17 @@ def test_longest_stop_prefix():
     assert _longest_stop_prefix("Hello Wor", ["World"]) == 3
     assert _longest_stop_prefix("Hello", ["World", "lo!"]) == 2
     assert _longest_stop_prefix("Hello", []) == 0
+
+
+def test_gemma3_chat_uses_the_builtin_template(gemma3_path):
+    """Gemma's file has no chat template: the built-in Gemma one renders the same tokens as the golden chat
+    prompt, and greedy generation through Llama gives the recorded reference continuation."""
+    import json
+    from conftest import DATA
+    case = json.loads((DATA / "logits-gemma3-270m-q4_k_m.json").read_text())["cases"][1]
+    llm = Llama(model_path=str(gemma3_path), n_ctx=256, verbose=False)
+    prompt = llm._chat_template.render([{"role": "user", "content": "Write a haiku about autumn."}])
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == case["tokens"]
+    answer = llm.create_chat_completion([{"role": "user", "content": "Write a haiku about autumn."}],
+                                        temperature=0, max_tokens=24)
+    assert answer["choices"][0]["message"]["content"] == case["reference_greedy_text"]

@@ -52,3 +52,37 @@ def test_unsupported_architecture_is_named(tmp_path, smollm_gguf):
     path = build_tiny_llama(tmp_path / "tiny.gguf", smollm_gguf, arch="qwen3")
     with pytest.raises(ModelError, match=r"architecture 'qwen3' is not supported \(nibble runs: gemma3, llama\)"):
         Model(path)
+
+
+def test_tiny_gemma3_sliding_window_beyond_512_tokens(tmp_path, smollm_gguf):
+    """Six layers (five sliding, one global), window 512, 720 tokens: logits at every position equal a float64
+    reference that applies the window, while sliding layers keep a ring of window + batch slots."""
+    path = build_tiny_llama(tmp_path / "gemma.gguf", smollm_gguf, arch="gemma3", window=512, n_layer=6)
+    tokens = np.random.default_rng(1).integers(0, 49152, 720).tolist()
+    expected = reference_logits(path, tokens)
+    model = Model(path)
+    assert [layer.sliding for layer in model.layers] == [True] * 5 + [False]
+    cache = model.new_cache(1024, "f32", max_batch=128)
+    assert cache.k[0].shape[1] == 512 + 128 and cache.k[5].shape[1] == 1024
+    prefill = model.forward(tokens[:700], cache, all_logits=True)
+    steps = [model.forward([t], cache) for t in tokens[700:]]
+    got = np.vstack([prefill, *steps])
+    assert np.abs(got - expected).max() < 2e-3 * np.abs(expected).max()
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+    assert cache.truncate(700) == 700            # the ring still holds the window position 700 needs
+    again = model.forward(tokens[700:], cache, all_logits=True)
+    assert np.abs(again - got[700:]).max() < 1e-4 * np.abs(expected).max()
+    assert cache.truncate(100) == 0              # overwritten: start over rather than attend to wrong keys
+
+
+def test_windowless_reference_differs(tmp_path, smollm_gguf):
+    """The window matters on this model: without it, late positions would come out differently."""
+    path = build_tiny_llama(tmp_path / "gemma.gguf", smollm_gguf, arch="gemma3", window=16, n_layer=6)
+    tokens = np.random.default_rng(2).integers(0, 49152, 40).tolist()
+    model = Model(path)
+    got = model.forward(tokens, model.new_cache(64, "f32", max_batch=8), all_logits=True)
+    windowed = reference_logits(path, tokens)
+    assert np.abs(got - windowed).max() < 2e-3 * np.abs(windowed).max()
+    full = reference_logits(build_tiny_llama(tmp_path / "full.gguf", smollm_gguf, arch="gemma3", n_layer=6), tokens)
+    assert np.abs(got[20:] - full[20:]).max() > 0.05 * np.abs(full).max()

@@ -21,7 +21,7 @@ to Q8_0/Q8_K; nibble does not, so its logits stay closer to the exact reference)
 import numpy as np
 from numba import njit
 
-from .bits import F32, half, word
+from .bits import F32, bits_to_f32, half, word
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
@@ -143,6 +143,20 @@ def dot_q4_k(P, X, S, b, sub):
 def dot_q5_k(P, X, S, b, sub):
     sc, m, s, sx = _k4_chunk(P, X, S, b, sub, 48, 16)
     return half(P, b, 0) * F32(sc) * s - half(P, b, 2) * F32(m) * sx
+
+
+@njit(cache=True, inline="always")
+def dot_q8_16(P, X, S, b, sub):
+    """Q8_16 (repack.py, from Q6_K): int8 codes with a float32 scale per 16."""
+    qs = P[8:40]
+    xl = X[0:16]
+    xh = X[16:32]
+    s0 = F32(0.0)
+    s1 = F32(0.0)
+    for j in range(16):
+        s0 += F32(np.int8(qs[j, b])) * xl[j, b]
+        s1 += F32(np.int8(qs[16 + j, b])) * xh[j, b]
+    return bits_to_f32(word(P, b, 0)) * s0 + bits_to_f32(word(P, b, 4)) * s1
 
 
 @njit(cache=True, inline="always")

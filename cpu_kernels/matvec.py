@@ -100,6 +100,11 @@ def matvec_q5_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
+def matvec_q8_16(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
+    _interleaved_matvec(dots.dot_q8_16, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
 def matvec_q6_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
     _interleaved_matvec(dots.dot_q6_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
 

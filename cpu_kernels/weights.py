@@ -2,8 +2,10 @@
 kernels read, with matvec (one activation row: generation) and matmul (a batch of rows:
 prompt processing) on float32 activations.
 
-The kernel table has one row per GGML type: block size and bytes per block (from the
-`gguf` package), whether the bytes are group-interleaved, and the matvec kernel.
+The kernel table has one row per GGML type: block size and bytes per block of the layout
+the kernel reads (from the `gguf` package, unless the type is repacked), whether the bytes
+are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
+bytes and the dequantizer of the repacked bytes (repack.py says why and how).
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -13,6 +15,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from . import matvec as mv
 from .layout import InterleavedX, deinterleave, interleave
+from .repack import Q8_16_BYTES, dequantize_q8_16, repack_q6_k
 
 MATMUL_TILE_BYTES = 64 << 20      # dequantize at most this much float32 at once
 
@@ -24,6 +27,8 @@ class KernelFormat:
     type_size: int
     matvec: Callable
     interleaved: bool = True         # False: float weights kept in GGUF layout
+    repack: Optional[Callable] = None        # (raw, rows, cols) -> bytes in this row's layout
+    dequantize: Optional[Callable] = None    # (repacked raw rows, out) for matmul
 
     @property
     def name(self):
@@ -48,7 +53,7 @@ KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.Q3_K, mv.matvec_q3_k),
     _row(T.Q4_K, mv.matvec_q4_k),
     _row(T.Q5_K, mv.matvec_q5_k),
-    _row(T.Q6_K, mv.matvec_q6_k),
+    KernelFormat(T.Q6_K, 32, Q8_16_BYTES, mv.matvec_q8_16, repack=repack_q6_k, dequantize=dequantize_q8_16),
     _row(T.IQ4_NL, mv.matvec_iq4_nl),
     _row(T.IQ4_XS, mv.matvec_iq4_xs),
 )}
@@ -71,14 +76,18 @@ class PackedWeight:
             raise ValueError(f"no kernel for tensor type {T(qtype).name}")
         self.rows, self.cols = (int(shape[0]), int(np.prod(shape[1:]))) if len(shape) > 1 else (1, int(shape[0]))
         fmt = self.format
-        if self.cols % fmt.block_size:
-            raise ValueError(f"{fmt.name} rows must be a multiple of {fmt.block_size}, got {self.cols}")
+        gguf_block, gguf_bytes = GGML_QUANT_SIZES[fmt.type]
+        if self.cols % gguf_block:
+            raise ValueError(f"{fmt.name} rows must be a multiple of {gguf_block}, got {self.cols}")
+        raw = np.asarray(raw).reshape(-1).view(np.uint8)
+        expected = self.rows * (self.cols // gguf_block) * gguf_bytes
+        if raw.size != expected:
+            raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {expected} bytes, got {raw.size}")
+        if fmt.repack is not None:
+            raw = fmt.repack(raw, self.rows, self.cols)
+            dequantize_rows = fmt.dequantize
         self.nb = self.cols // fmt.block_size
         self._dequantize_rows = dequantize_rows
-        raw = np.asarray(raw).reshape(-1).view(np.uint8)
-        if raw.size != self.rows * self.nb * fmt.type_size:
-            raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {self.rows * self.nb * fmt.type_size} bytes, "
-                             f"got {raw.size}")
         if fmt.interleaved:
             self.parts = interleave(raw, self.rows, fmt.type_size)
             self.values = None

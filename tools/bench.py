@@ -123,7 +123,7 @@ def main(args):
         return 0
     print(f"{path.name}  ({info['size_mb']} MB, {model.arch_name})")
     print(f"| {'engine':9s} | {'threads':>7s} | {'test':>6s} | {'t/s':>16s} | {'vs llama.cpp':>12s} |")
-    print(f"| {'-' * 9} | {'-' * 7}: | {'-' * 6}: | {'-' * 16}: | {'-' * 12}: |")
+    print(f"| {'-' * 9} | {'-' * 6}: | {'-' * 5}: | {'-' * 15}: | {'-' * 11}: |")
     reference = {r["test"]: r["tokens_per_second"] for r in results if r["engine"] == "llama.cpp"}
     for r in results:
         ratio = f"{r['tokens_per_second'] / reference[r['test']]:.2f}x" if r["test"] in reference else ""

@@ -117,9 +117,10 @@ class InterleavedX:
     """An activation vector laid out like a weight's blocks, with the sums of each 16
     elements (for block offsets and mins); made once per vector and shared by every
     weight of the same block size and width."""
-    __slots__ = ("x16", "x8", "x4", "s16", "s8", "s4")
+    __slots__ = ("x16", "x8", "x4", "s16", "s8", "s4", "block_size", "size")
 
     def __init__(self, x, block_size):
+        self.block_size, self.size = block_size, x.size
         nb = x.size // block_size
         groups, has8, has4, _ = split_blocks(nb)
         chunks = block_size // 16
@@ -129,5 +130,9 @@ class InterleavedX:
         self.s16 = np.zeros((groups, chunks, 16), np.float32)
         self.s8 = np.zeros((chunks, 8 if has8 else 0), np.float32)
         self.s4 = np.zeros((chunks, 4 if has4 else 0), np.float32)
-        _interleave_x(np.ascontiguousarray(x, dtype=np.float32), block_size,
+        self.refill(x)
+
+    def refill(self, x):
+        """Lay out a new vector of the same size in place (generation reuses one per shape: no allocation)."""
+        _interleave_x(np.ascontiguousarray(x, dtype=np.float32), self.block_size,
                       self.x16, self.x8, self.x4, self.s16, self.s8, self.s4)

@@ -75,28 +75,8 @@ def matvec_q8_0(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def matvec_iq4_nl(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_iq4_nl, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def matvec_q2_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q2_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def matvec_q3_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q3_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
 def matvec_q4_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
     _interleaved_matvec(dots.dot_q4_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def matvec_q5_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q5_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -105,16 +85,9 @@ def matvec_q8_16(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def matvec_q6_k(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q6_k, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
+def matvec_q8_16m(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
+    _interleaved_matvec(dots.dot_q8_16m, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
 
-
-@njit(cache=True, parallel=True, fastmath=True)
-def matvec_iq4_xs(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_iq4_xs, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 8)
-
-
-# ---------------------------------------------------------------- float weights, GGUF layout
 
 @njit(cache=True, parallel=True, fastmath=True)
 def matvec_f32(w, x, out):

@@ -1,57 +1,202 @@
 """Load-time conversions for formats whose native codes do not vectorize well in Numba.
 
-Q6_K -> "Q8_16": each 32 elements become two float32 scales (one per 16, the product d * scale
-that ggml computes) and 32 int8 codes (the 6-bit code minus 32). The values are exactly ggml's
-(d * scale computed first, then times the code, as in dequantize_row_q6_K), at 1.25 bytes per
-weight instead of 0.82: the 6-bit unpacking ran at 1-2 GB/s, while int8 codes run at the Q8_0
-kernel's speed.
+The 2-, 3-, 5- and 6-bit K-quants and the IQ4 lookup codes are split across bit planes and
+tables; unpacking them in the lane loop ran at 1-3 GB/s. At load they become one of two plain
+layouts, per 32 elements (one block):
+
+  Q8_16   two float32 scales (one per 16 elements) + 32 int8 codes            (40 bytes)
+  Q8_16M  two float32 scales + two float32 mins + 32 int8 codes              (48 bytes)
+
+value = scale * code (- min), with scale and min the very products ggml's dequantize_row_*
+computes first (e.g. d * sc for Q6_K, d * sc and dmin * m for Q5_K), so dequantizing the
+repacked bytes gives ggml's values bit for bit. Both layouts use the Q8_0-style kernel, at the
+cost of more bytes per weight (1.25 or 1.5 instead of 0.33-0.82).
 """
 import numpy as np
 from numba import njit, prange
 
 from .bits import F32, bits_to_f32, f32_to_bits, fp16_to_fp32
 
-Q6_K_BYTES, Q8_16_BYTES = 210, 40
+Q8_16_BYTES, Q8_16M_BYTES = 40, 48
+KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.int32)
 
+
+# ---------------------------------------------------------------- writing the plain layouts
+
+@njit(cache=True, inline="always")
+def _put_f32(row, at, value):
+    bits = f32_to_bits(F32(value))
+    for k in range(4):
+        row[at + k] = np.uint8((bits >> np.uint32(8 * k)) & np.uint32(255))
+
+
+@njit(cache=True, inline="always")
+def _put_group(blocks, group, scale, minimum):
+    """Scale (and, for Q8_16M, min) of the 16-element group `group` of blocks (n_blocks, 40 or 48)."""
+    row = blocks[group >> 1]
+    _put_f32(row, 4 * (group & 1), scale)
+    if blocks.shape[1] == Q8_16M_BYTES:
+        _put_f32(row, 8 + 4 * (group & 1), minimum)
+
+
+@njit(cache=True, inline="always")
+def _put_code(blocks, index, code):
+    blocks[index >> 5, blocks.shape[1] - 32 + (index & 31)] = np.uint8(code & 255)
+
+
+@njit(cache=True, inline="always")
+def _f16(block, at):
+    return fp16_to_fp32(np.int32(block[at]) | (np.int32(block[at + 1]) << 8))
+
+
+# ---------------------------------------------------------------- one converter per source format
 
 @njit(cache=True, parallel=True)
-def _q6_k_to_q8_16(src, dst):
-    """src (n_superblocks, 210) Q6_K -> dst (n_superblocks, 8, 40) Q8_16."""
+def _from_q6_k(src, dst):
     for i in prange(src.shape[0]):
-        block = src[i]
-        out = dst[i]
-        d = fp16_to_fp32(np.int32(block[208]) | (np.int32(block[209]) << 8))
+        block, out = src[i], dst[i]
+        d = _f16(block, 208)
         for group in range(16):
-            bits = f32_to_bits(F32(d * F32(np.int8(block[192 + group]))))
-            at = 4 * (group & 1)
-            for k in range(4):
-                out[group >> 1, at + k] = np.uint8((bits >> np.uint32(8 * k)) & np.uint32(255))
+            _put_group(out, group, d * F32(np.int8(block[192 + group])), F32(0.0))
         for index in range(256):
             half, rest = index >> 7, index & 127
             chunk, lane = rest >> 5, rest & 31
             low = (np.int32(block[64 * half + lane + 32 * (chunk & 1)]) >> (4 * (chunk >> 1))) & 15
             high = (np.int32(block[128 + 32 * half + lane]) >> (2 * chunk)) & 3
-            out[index >> 5, 8 + (index & 31)] = np.uint8(((low | (high << 4)) - 32) & 255)
+            _put_code(out, index, (low | (high << 4)) - 32)
 
 
-def repack_q6_k(raw, rows, cols):
-    """Q6_K rows (GGUF bytes) -> Q8_16 rows, in new memory."""
-    n = rows * (cols // 256)
-    dst = np.empty((n, 8, Q8_16_BYTES), np.uint8)
-    _q6_k_to_q8_16(np.asarray(raw, np.uint8).reshape(n, Q6_K_BYTES), dst)
-    return dst.reshape(-1)
+@njit(cache=True, parallel=True)
+def _from_q3_k(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d = _f16(block, 108)
+        for group in range(16):
+            low = np.int32(block[96 + group]) & 15 if group < 8 else np.int32(block[96 + group - 8]) >> 4
+            high = (np.int32(block[104 + group % 4]) >> (2 * (group // 4))) & 3
+            _put_group(out, group, d * F32((low | (high << 4)) - 32), F32(0.0))
+        for index in range(256):
+            half, rest = index >> 7, index & 127
+            shift_i, lane = rest >> 5, rest & 31
+            low = (np.int32(block[32 + 32 * half + lane]) >> (2 * shift_i)) & 3
+            high = 4 - 4 * ((np.int32(block[lane]) >> (4 * half + shift_i)) & 1)
+            _put_code(out, index, low - high)
+
+
+@njit(cache=True, parallel=True)
+def _from_q2_k(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d, dmin = _f16(block, 80), _f16(block, 82)
+        for group in range(16):
+            sc = np.int32(block[group])
+            _put_group(out, group, d * F32(sc & 15), dmin * F32(sc >> 4))
+        for index in range(256):
+            half, rest = index >> 7, index & 127
+            shift_i, lane = rest >> 5, rest & 31
+            _put_code(out, index, (np.int32(block[16 + 32 * half + lane]) >> (2 * shift_i)) & 3)
+
+
+@njit(cache=True, inline="always")
+def _scale_min_k4(j, block):
+    """The j-th 6-bit scale and min of a Q4_K/Q5_K super-block (ggml's get_scale_min_k4)."""
+    q = block[4:16]
+    if j < 4:
+        return np.int32(q[j]) & 63, np.int32(q[j + 4]) & 63
+    return ((np.int32(q[j + 4]) & 15) | ((np.int32(q[j - 4]) >> 6) << 4),
+            (np.int32(q[j + 4]) >> 4) | ((np.int32(q[j]) >> 6) << 4))
+
+
+@njit(cache=True, parallel=True)
+def _from_q5_k(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d, dmin = _f16(block, 0), _f16(block, 2)
+        for sub in range(8):
+            sc, m = _scale_min_k4(sub, block)
+            _put_group(out, 2 * sub, d * F32(sc), dmin * F32(m))
+            _put_group(out, 2 * sub + 1, d * F32(sc), dmin * F32(m))
+        for index in range(256):
+            g, rest = index >> 6, index & 63
+            upper, lane = rest >> 5, rest & 31
+            nibble = (np.int32(block[48 + 32 * g + lane]) >> (4 * upper)) & 15
+            fifth = (np.int32(block[16 + lane]) >> (2 * g + upper)) & 1
+            _put_code(out, index, nibble | (fifth << 4))
+
+
+@njit(cache=True, parallel=True)
+def _from_iq4_nl(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d = _f16(block, 0)
+        _put_group(out, 0, d, F32(0.0))
+        _put_group(out, 1, d, F32(0.0))
+        for j in range(16):
+            q = np.int32(block[2 + j])
+            _put_code(out, j, KVALUES_IQ4NL[q & 15])
+            _put_code(out, 16 + j, KVALUES_IQ4NL[q >> 4])
+
+
+@njit(cache=True, parallel=True)
+def _from_iq4_xs(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d = _f16(block, 0)
+        scales_high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+        for sub in range(8):
+            ls = ((np.int32(block[4 + sub // 2]) >> (4 * (sub % 2))) & 15) | (((scales_high >> (2 * sub)) & 3) << 4)
+            dl = d * F32(ls - 32)
+            _put_group(out, 2 * sub, dl, F32(0.0))
+            _put_group(out, 2 * sub + 1, dl, F32(0.0))
+            for j in range(16):
+                q = np.int32(block[8 + 16 * sub + j])
+                _put_code(out, 32 * sub + j, KVALUES_IQ4NL[q & 15])
+                _put_code(out, 32 * sub + 16 + j, KVALUES_IQ4NL[q >> 4])
+
+
+def _repacker(convert, block_size, block_bytes, target_bytes):
+    def repack(raw, rows, cols):
+        n = rows * (cols // block_size)
+        dst = np.empty((n, block_size // 32, target_bytes), np.uint8)
+        convert(np.asarray(raw, np.uint8).reshape(n, block_bytes), dst)
+        return dst.reshape(-1)
+    repack.__doc__ = f"GGUF rows ({block_bytes} bytes per {block_size}) -> {target_bytes}-byte blocks of 32, new memory."
+    return repack
+
+
+repack_q6_k = _repacker(_from_q6_k, 256, 210, Q8_16_BYTES)
+repack_q3_k = _repacker(_from_q3_k, 256, 110, Q8_16_BYTES)
+repack_q2_k = _repacker(_from_q2_k, 256, 84, Q8_16M_BYTES)
+repack_q5_k = _repacker(_from_q5_k, 256, 176, Q8_16M_BYTES)
+repack_iq4_nl = _repacker(_from_iq4_nl, 32, 18, Q8_16_BYTES)
+repack_iq4_xs = _repacker(_from_iq4_xs, 256, 136, Q8_16_BYTES)
+
+
+# ---------------------------------------------------------------- dequantizing (matmul path)
+
+@njit(cache=True, inline="always")
+def _get_f32(block, at):
+    return bits_to_f32(np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16)
+                       | (np.uint32(block[at + 3]) << 24))
 
 
 @njit(cache=True, parallel=True)
 def dequantize_q8_16(raw, out):
-    """Q8_16 bytes -> float32 values (for the matmul path)."""
     blocks = raw.reshape(-1, Q8_16_BYTES)
     for i in prange(blocks.shape[0]):
         block = blocks[i]
         for half in range(2):
-            at = 4 * half
-            bits = (np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16)
-                    | (np.uint32(block[at + 3]) << 24))
-            scale = bits_to_f32(bits)
+            scale = _get_f32(block, 4 * half)
             for j in range(16):
                 out[32 * i + 16 * half + j] = scale * F32(np.int8(block[8 + 16 * half + j]))
+
+
+@njit(cache=True, parallel=True)
+def dequantize_q8_16m(raw, out):
+    blocks = raw.reshape(-1, Q8_16M_BYTES)
+    for i in prange(blocks.shape[0]):
+        block = blocks[i]
+        for half in range(2):
+            scale, minimum = _get_f32(block, 4 * half), _get_f32(block, 8 + 4 * half)
+            for j in range(16):
+                out[32 * i + 16 * half + j] = scale * F32(np.int8(block[16 + 16 * half + j])) - minimum

@@ -15,7 +15,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from . import matvec as mv
 from .layout import InterleavedX, deinterleave, interleave
-from .repack import Q8_16_BYTES, dequantize_q8_16, repack_q6_k
+from . import repack as rp
 
 MATMUL_TILE_BYTES = 64 << 20      # dequantize at most this much float32 at once
 
@@ -40,6 +40,13 @@ def _row(qtype, matvec, interleaved=True):
     return KernelFormat(qtype, block_size, type_size, matvec, interleaved)
 
 
+def _repacked(qtype, repack, with_mins=False):
+    """A type converted at load to Q8_16 or, with mins, Q8_16M (repack.py)."""
+    if with_mins:
+        return KernelFormat(qtype, 32, rp.Q8_16M_BYTES, mv.matvec_q8_16m, True, repack, rp.dequantize_q8_16m)
+    return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16)
+
+
 KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.F32, mv.matvec_f32, interleaved=False),
     _row(T.F16, mv.matvec_f16, interleaved=False),
@@ -49,13 +56,13 @@ KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.Q4_1, mv.matvec_q4_1),
     _row(T.Q5_0, mv.matvec_q5_0),
     _row(T.Q5_1, mv.matvec_q5_1),
-    _row(T.Q2_K, mv.matvec_q2_k),
-    _row(T.Q3_K, mv.matvec_q3_k),
     _row(T.Q4_K, mv.matvec_q4_k),
-    _row(T.Q5_K, mv.matvec_q5_k),
-    KernelFormat(T.Q6_K, 32, Q8_16_BYTES, mv.matvec_q8_16, repack=repack_q6_k, dequantize=dequantize_q8_16),
-    _row(T.IQ4_NL, mv.matvec_iq4_nl),
-    _row(T.IQ4_XS, mv.matvec_iq4_xs),
+    _repacked(T.Q2_K, rp.repack_q2_k, with_mins=True),
+    _repacked(T.Q3_K, rp.repack_q3_k),
+    _repacked(T.Q5_K, rp.repack_q5_k, with_mins=True),
+    _repacked(T.Q6_K, rp.repack_q6_k),
+    _repacked(T.IQ4_NL, rp.repack_iq4_nl),
+    _repacked(T.IQ4_XS, rp.repack_iq4_xs),
 )}
 
 FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.uint16, T.BF16: np.uint16}
@@ -101,11 +108,15 @@ class PackedWeight:
             return self.values.nbytes
         return sum(p.nbytes for p in self.parts)
 
-    def prepare(self, x):
+    def prepare(self, x, reuse=None):
         """The activation vector in this weight's layout; reusable for weights of the
-        same type and width (q, k and v share one, as do gate and up)."""
+        same type and width (q, k and v share one, as do gate and up). `reuse`: an earlier
+        result for the same shape, refilled in place instead of allocating."""
         if not self.format.interleaved:
             return np.ascontiguousarray(x, dtype=np.float32)
+        if isinstance(reuse, InterleavedX) and reuse.size == x.size and reuse.block_size == self.format.block_size:
+            reuse.refill(x)
+            return reuse
         return InterleavedX(np.ascontiguousarray(x, dtype=np.float32), self.format.block_size)
 
     def matvec(self, x, out=None, prepared=None):

@@ -193,6 +193,7 @@ class _Workspace:
         self.o = f32(n_batch, hp.n_embd)
         self.gate, self.up, self.act = f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff)
         self.scores = f32(n_batch * hp.n_head, n_ctx)
+        self.prepared = {}   # activation layouts for the matvec kernels, refilled every token
 
 
 class Model:
@@ -299,7 +300,7 @@ class Model:
         self.embed(tokens, x)
         K.rms_norm(x, self.layers[0].attn_norm, hp.eps, h)
         for i, layer in enumerate(self.layers):
-            _project(h, (layer.wq, q), (layer.wk, k), (layer.wv, v))
+            _project(h, ws.prepared, (layer.wq, q), (layer.wk, k), (layer.wv, v))
             if layer.q_norm is not None:
                 qh = q.reshape(n * hp.n_head, hp.head_dim)
                 kh = k.reshape(n * hp.n_head_kv, hp.head_dim)
@@ -314,13 +315,13 @@ class Model:
                 slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
             K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
             K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, ws.scores, attn3)
-            _project(attn, (layer.wo, o))
+            _project(attn, ws.prepared, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
             K.add_rms_norm(x, o, layer.ffn_norm, hp.eps, h)
-            _project(h, (layer.gate, gate), (layer.up, up))
+            _project(h, ws.prepared, (layer.gate, gate), (layer.up, up))
             activation(gate, up, act)
-            _project(act, (layer.down, o))
+            _project(act, ws.prepared, (layer.down, o))
             if layer.post_ffw_norm is not None:
                 K.rms_norm(o, layer.post_ffw_norm, hp.eps, o)
             next_norm = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.output_norm
@@ -343,15 +344,17 @@ class Model:
         self.gguf.close()
 
 
-def _project(x, *targets):
-    """out = W @ x for each (W, out): matvec kernels for one row (sharing the prepared input), else matmul."""
+def _project(x, scratch, *targets):
+    """out = W @ x for each (W, out): matvec kernels for one row, else matmul. For one row the input is laid
+    out once per weight layout and shared; `scratch` keeps those layouts between calls (no allocation)."""
     if x.shape[0] == 1:
-        prepared = {}
+        fresh = set()
         for weight, out in targets:
             key = (weight.format.type, weight.cols)
-            if key not in prepared:
-                prepared[key] = weight.prepare(x[0])
-            weight.matvec(x[0], out[0], prepared[key])
+            if key not in fresh:
+                scratch[key] = weight.prepare(x[0], scratch.get(key))
+                fresh.add(key)
+            weight.matvec(x[0], out[0], scratch[key])
     else:
         for weight, out in targets:
             weight.matmul(x, out)

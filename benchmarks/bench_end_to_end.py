@@ -1,0 +1,113 @@
+"""The README's end-to-end speed table: nibble next to llama.cpp on the same files, same threads, same run.
+
+    python benchmarks/bench_end_to_end.py [-t 2] [-r 3] [--quick]
+
+Files: SmolLM2-135M-Instruct as packaged (Q4_1), requantized by this script to Q4_0, Q8_0, Q6_K and F16
+(every matrix, "pure"; rows that are not a whole number of 256-element super-blocks fall back as
+llama-quantize does, Q6_K -> Q8_0), and Gemma 3 270M Q4_K_M. Columns: pp512 and tg128 tokens/s (runs
+interleaved), load-to-first-token in a fresh process with a warm JIT cache, and peak RSS of that process.
+Needs llama-cpp-python for the llama.cpp columns.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gguf import GGMLQuantizationType as T
+
+from gguf_io import GGUFWriter, open_gguf, quantize
+from runtime import resolve_model
+from runtime.registry import cache_dir
+from tools import bench
+
+FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.IQ4_NL, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+FILE_TYPE = {T.F16: 1, T.Q4_0: 2, T.Q8_0: 7, T.Q6_K: 18}
+
+
+def requantized(source, qtype):
+    """SmolLM2 with every matrix in `qtype` (cached next to the models)."""
+    out = cache_dir() / f"{source.stem}-pure-{qtype.name}.gguf"
+    if out.exists():
+        return out
+    with open_gguf(source) as gguf, GGUFWriter(out) as writer:
+        writer.add_all_metadata(gguf.metadata, gguf.metadata_types, skip={"general.file_type"})
+        writer.add_metadata("general.file_type", FILE_TYPE[qtype])
+        plan = {}
+        for name, tensor in gguf.tensors.items():
+            target = qtype if len(tensor.shape) == 2 else tensor.type
+            if target in FALLBACK and tensor.shape[-1] % 256:
+                target = FALLBACK[target]
+            plan[name] = target
+            writer.add_tensor(name, tensor.shape, target)
+        for name, tensor in gguf.tensors.items():
+            data = tensor.raw if plan[name] == tensor.type else quantize(tensor.dequantize(), plan[name])
+            writer.write_tensor(name, data)
+    return out
+
+
+FIRST_TOKEN = r"""
+import resource, sys, time
+start = time.perf_counter()
+engine, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if engine == "nibble":
+    from runtime import Llama
+else:
+    from llama_cpp import Llama
+llm = Llama(model_path=path, n_ctx=512, n_threads=threads, verbose=False)
+llm("Hello", max_tokens=1, temperature=0)
+seconds = time.perf_counter() - start
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def first_token(engine, path, threads):
+    """Seconds from process start (imports included) to the first generated token, and peak RSS in MB."""
+    result = subprocess.run([sys.executable, "-c", FIRST_TOKEN, engine, str(path), str(threads)],
+                            capture_output=True, text=True, check=True)
+    seconds, rss = result.stdout.split()[-2:]
+    return float(seconds), float(rss)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-t", "--threads", type=int, default=2)
+    parser.add_argument("-r", "--repetitions", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="pp128/tg32, one repetition")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    n_prompt, n_gen, reps = (128, 32, 1) if args.quick else (512, 128, args.repetitions)
+    smollm = resolve_model("smollm2-135m-instruct")
+    files = [("SmolLM2-135M Q4_1 (packaged)", smollm)]
+    files += [(f"SmolLM2-135M {q.name}", requantized(smollm, q)) for q in (T.Q4_0, T.Q8_0, T.Q6_K, T.F16)]
+    files.append(("Gemma 3 270M Q4_K_M", resolve_model("gemma3-270m")))
+    options = argparse.Namespace(n_prompt=n_prompt, n_gen=n_gen, repetitions=reps)
+    rows = []
+    header = (f"| file | MB | pp{n_prompt} nibble | llama.cpp | ratio | tg{n_gen} nibble | llama.cpp | ratio "
+              f"| first token nibble | llama.cpp | peak RSS nibble | llama.cpp |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for label, path in files:
+        engines = [bench.NibbleEngine(path, args.threads, max(n_prompt, n_gen), n_prompt),
+                   bench.LlamaCppEngine(path, args.threads, max(n_prompt, n_gen), n_prompt)]
+        results = {(r["engine"], r["test"][:2]): r["tokens_per_second"]
+                   for r in bench.run_tests(engines, options, engines[0].model.hp.n_vocab)}
+        del engines
+        ours_ftt, ours_rss = first_token("nibble", path, args.threads)
+        theirs_ftt, theirs_rss = first_token("llama.cpp", path, args.threads)
+        row = dict(file=label, mb=path.stat().st_size / 1e6, **{f"{e}_{t}": v for (e, t), v in results.items()},
+                   nibble_first_token=ours_ftt, llama_first_token=theirs_ftt, nibble_rss=ours_rss, llama_rss=theirs_rss)
+        rows.append(row)
+        pp = (results["nibble", "pp"], results["llama.cpp", "pp"])
+        tg = (results["nibble", "tg"], results["llama.cpp", "tg"])
+        print(f"| {label} | {row['mb']:.0f} | {pp[0]:.0f} | {pp[1]:.0f} | {pp[0] / pp[1]:.2f} | {tg[0]:.1f} | "
+              f"{tg[1]:.1f} | {tg[0] / tg[1]:.2f} | {ours_ftt:.2f} s | {theirs_ftt:.2f} s | {ours_rss:.0f} MB | "
+              f"{theirs_rss:.0f} MB |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"\n{time.strftime('%Y-%m-%d')}, {args.threads} threads; ratios are nibble / llama.cpp.")
+
+
+if __name__ == "__main__":
+    main()

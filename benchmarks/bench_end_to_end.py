@@ -33,7 +33,7 @@ def requantized(source, qtype):
         return out
     with open_gguf(source) as gguf, GGUFWriter(out) as writer:
         writer.add_all_metadata(gguf.metadata, gguf.metadata_types, skip={"general.file_type"})
-        writer.add_metadata("general.file_type", FILE_TYPE[qtype])
+        writer.add_metadata("general.file_type", FILE_TYPE[qtype], gguf.metadata_types["general.file_type"])
         plan = {}
         for name, tensor in gguf.tensors.items():
             target = qtype if len(tensor.shape) == 2 else tensor.type

@@ -314,7 +314,12 @@ class Model:
             else:
                 slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
             K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
-            K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, ws.scores, attn3)
+            if n == 1:
+                K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, ws.scores,
+                            attn3)
+            else:
+                _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
+                                 slot_pos[:n_slots], scale, window, attn3)
             _project(attn, ws.prepared, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
@@ -342,6 +347,32 @@ class Model:
 
     def close(self):
         self.gguf.close()
+
+
+def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, out):
+    """Attention for a batch of queries (prompt processing) as two BLAS products per KV head.
+
+    q (n, n_head, head_dim); caches (n_head_kv, n_slots, head_dim), float32 or float16 bits; the
+    same masking as cpu_kernels.attention: a query at p sees slots at p' <= p (and p - p' < window)."""
+    n, n_head, head_dim = q.shape
+    n_kv = k_cache.shape[0]
+    group = n_head // n_kv
+    visible = slot_pos[None, :] <= positions[:, None]
+    if window > 0:
+        visible &= positions[:, None] - slot_pos[None, :] < window
+    bias = np.where(visible, np.float32(0.0), np.float32(-np.inf))
+    for head in range(n_kv):
+        keys, values = _as_f32(k_cache[head]), _as_f32(v_cache[head])
+        queries = q[:, head * group:(head + 1) * group].reshape(n * group, head_dim)
+        scores = queries @ keys.T
+        scores *= np.float32(scale)
+        scores.reshape(n, group, -1)[...] += bias[:, None, :]
+        K.softmax(scores, scores)
+        out[:, head * group:(head + 1) * group] = (scores @ values).reshape(n, group, head_dim)
+
+
+def _as_f32(cache_rows):
+    return cache_rows.view(np.float16).astype(np.float32) if cache_rows.dtype == np.uint16 else cache_rows
 
 
 def _project(x, scratch, *targets):

@@ -48,7 +48,7 @@ def requantized(source, qtype):
 
 
 FIRST_TOKEN = r"""
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 engine, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if engine == "nibble":
@@ -58,7 +58,8 @@ else:
 llm = Llama(model_path=path, n_ctx=512, n_threads=threads, verbose=False)
 llm("Hello", max_tokens=1, temperature=0)
 seconds = time.perf_counter() - start
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(seconds, int(peak.split()[1]) / 1024)
 """
 
 

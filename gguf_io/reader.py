@@ -102,6 +102,13 @@ class GGUFFile:
     def architecture(self):
         return self.metadata.get("general.architecture")
 
+    def drop_resident_pages(self):
+        """Let the OS reclaim the file pages read so far; they stay mapped and are read again if touched.
+        After a loader has copied the weights into its own layout, this keeps them from counting
+        twice in the process's memory."""
+        if getattr(self, "_map", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def close(self):
         """Release the map; arrays still viewing it keep it alive until they are gone."""
         m, self._map = getattr(self, "_map", None), None

@@ -221,7 +221,10 @@ class Model:
         self.output = weights.matrix("output.weight" if weights.has("output.weight") else "token_embd.weight",
                                      hp.n_vocab, hp.n_embd)
         self.rope_freq_factors = weights.vector("rope_freqs.weight") if weights.has("rope_freqs.weight") else None
-        self.layers = [self._layer(weights, i) for i in range(hp.n_layer)]
+        self.layers = []
+        for i in range(hp.n_layer):
+            self.layers.append(self._layer(weights, i))
+            self.gguf.drop_resident_pages()   # the packed copy lives in its own memory: count the bytes once
         self._workspace = None
 
     def _layer(self, w, i):

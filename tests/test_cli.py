@@ -111,3 +111,18 @@ def test_chat_context_full_is_a_message(capsys, monkeypatch, smollm2_path):
     monkeypatch.setattr("sys.stdin", io.StringIO("word " * 60 + "\n/exit\n"))
     code, out, _ = run(capsys, "chat", "-c", "32")
     assert code == 0 and "no longer fits the 32-token context" in out
+
+
+def test_bench_reports_pp_and_tg(capsys, smollm2_path):
+    code, out, err = run(capsys, "bench", "-p", "16", "-n", "4", "-r", "2", "--json")
+    assert code == 0
+    results = {r["test"]: r for r in json.loads(out)["results"]}
+    assert set(results) == {"pp16", "tg4"}
+    assert all(r["engine"] == "nibble" and r["tokens_per_second"] > 0 and len(r["runs"]) == 2
+               for r in results.values())
+
+
+def test_bench_warns_about_more_threads_than_cores(capsys, smollm2_path):
+    too_many = (os.cpu_count() or 1) + 1
+    code, out, err = run(capsys, "bench", "-p", "0", "-n", "2", "-r", "1", "-t", str(too_many))
+    assert code == 0 and "more than the" in err and "tg2" in out   # warned, then ran on the cores there are

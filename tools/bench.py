@@ -106,7 +106,8 @@ def main(args):
         raise ValueError("--repetitions must be at least 1")
     if args.threads is not None and args.threads > (os.cpu_count() or 1):
         print(f"nibble: warning: -t {args.threads} is more than the {os.cpu_count()} cores here; "
-              f"threads will share cores", file=sys.stderr)
+              f"using {os.cpu_count()}", file=sys.stderr)
+        args.threads = os.cpu_count()
     path = resolve_model(args.model)
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     engines = [NibbleEngine(path, args.threads, n_ctx, max(args.n_prompt, 1))]

@@ -7,9 +7,11 @@ the kernel reads (from the `gguf` package, unless the type is repacked), whether
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
 bytes and the dequantizer of the repacked bytes (repack.py says why and how).
 """
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numba
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
@@ -149,17 +151,35 @@ class PackedWeight:
 
     def matmul(self, xs, out=None):
         """xs (n, cols) -> out (n, rows) = xs @ W.T: the weight dequantized (whole, or in
-        tiles of rows when large) and multiplied by numpy's BLAS (prompt processing is
-        compute-bound). One BLAS call per tile: OpenBLAS threads start slowly while
-        Numba's OpenMP threads still spin after a parallel region, so fewer calls win."""
+        tiles of rows when large) and multiplied by BLAS, its rows split over the kernel
+        threads, one single-threaded BLAS call each (prompt processing is compute-bound;
+        BLAS's own threads spin and fight Numba's for the cores)."""
         xs = np.ascontiguousarray(xs, dtype=np.float32)
         if out is None:
             out = np.empty((xs.shape[0], self.rows), np.float32)
         tile = max(1, MATMUL_TILE_BYTES // (4 * self.cols))
-        if tile >= self.rows:
-            np.matmul(xs, self.dequantize().T, out=out)
-            return out
         for start in range(0, self.rows, tile):
             stop = min(self.rows, start + tile)
-            out[:, start:stop] = xs @ self.dequantize(start, stop).T
+            _threaded_gemm(xs, self.dequantize(start, stop), out[:, start:stop])
         return out
+
+
+_pool = None
+
+
+def _threaded_gemm(xs, w, out):
+    """out = xs @ w.T with the rows of w shared among Numba's thread count of Python threads
+    (numpy releases the GIL inside BLAS)."""
+    global _pool
+    n = numba.get_num_threads()
+    rows = w.shape[0]
+    if n == 1 or rows < 64 * n:
+        out[...] = xs @ w.T
+        return
+    if _pool is None or _pool._max_workers != n:
+        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nibble-gemm")
+    bounds = [rows * i // n for i in range(n + 1)]
+
+    def part(i):
+        out[:, bounds[i]:bounds[i + 1]] = xs @ w[bounds[i]:bounds[i + 1]].T
+    list(_pool.map(part, range(n)))

@@ -16,8 +16,9 @@ def smollm_gguf(smollm2_path):
         yield gguf
 
 
-@pytest.mark.parametrize("options", [dict(), dict(qtype="F32", tied=False), dict(rope_scale=4.0)],
-                         ids=["q8_0-tied", "f32-separate-output", "linear-rope-scaling"])
+@pytest.mark.parametrize("options", [dict(), dict(qtype="F32", tied=False), dict(rope_scale=4.0),
+                                     dict(rope_freqs=[1, 1, 2, 4, 8, 8, 16, 32])],
+                         ids=["q8_0-tied", "f32-separate-output", "linear-rope-scaling", "llama3-rope-freqs"])
 def test_tiny_llama_matches_float64_reference(tmp_path, smollm_gguf, options):
     path = build_tiny_llama(tmp_path / "tiny.gguf", smollm_gguf, **options)
     model = Model(path)

@@ -9,7 +9,7 @@ HEAD_DIM = N_EMBD // N_HEAD
 
 
 def build_tiny_llama(path, tokenizer_source, *, arch="llama", qtype="Q8_0", rope_scale=None, drop=(),
-                     tied=True, seed=0, window=0, n_layer=N_LAYER):
+                     tied=True, seed=0, window=0, n_layer=N_LAYER, rope_freqs=None):
     """A small model with random weights and the tokenizer of `tokenizer_source` (a GGUFFile).
 
     arch "gemma3" adds its per-head q/k norms, post-norms and, with `window`, sliding-window layers."""
@@ -17,6 +17,8 @@ def build_tiny_llama(path, tokenizer_source, *, arch="llama", qtype="Q8_0", rope
     n_vocab = len(tokenizer_source.metadata["tokenizer.ggml.tokens"])
     tensors = {"token_embd.weight": (rng.standard_normal((n_vocab, N_EMBD)) * 0.5, "F32"),
                "output_norm.weight": (1 + 0.1 * rng.standard_normal(N_EMBD), "F32")}
+    if rope_freqs is not None:   # llama3-style rope scaling: a divisor per frequency
+        tensors["rope_freqs.weight"] = (np.asarray(rope_freqs, np.float32), "F32")
     if not tied:
         tensors["output.weight"] = (rng.standard_normal((n_vocab, N_EMBD)) * 0.2, qtype)
     shapes = {"attn_q": (N_EMBD, N_EMBD), "attn_k": (N_HEAD_KV * HEAD_DIM, N_EMBD),
@@ -67,6 +69,7 @@ def reference_logits(path, tokens, rope_scale=1.0):
         window = gguf.metadata.get(f"{arch}.attention.sliding_window", 0)
         n_layer = gguf.metadata[f"{arch}.block_count"]
         freq_base = gguf.metadata[f"{arch}.rope.freq_base"]
+        factors = gguf.tensors["rope_freqs.weight"].dequantize() if "rope_freqs.weight" in gguf.tensors else 1.0
     gemma = arch == "gemma3"
     n = len(tokens)
     x = w["token_embd.weight"][tokens] * (np.sqrt(N_EMBD) if gemma else 1.0)
@@ -76,7 +79,7 @@ def reference_logits(path, tokens, rope_scale=1.0):
         return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + eps) * weight
 
     def rope(v, base):   # (n, heads, head_dim)
-        angles = positions[:, None] * base ** (-np.arange(0, HEAD_DIM, 2) / HEAD_DIM)[None, :] / rope_scale
+        angles = positions[:, None] * base ** (-np.arange(0, HEAD_DIM, 2) / HEAD_DIM)[None, :] / rope_scale / factors
         cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
         out = np.empty_like(v)
         if gemma:   # NeoX pairs (i, i + d/2)

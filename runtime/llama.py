@@ -138,10 +138,13 @@ class Llama:
                 self.scores[0] = logits
                 self._last_logits = logits
 
-    def _evaluate_prompt(self, tokens):
-        """Reuse the longest cached prefix (keeping at least one token to evaluate), evaluate the rest."""
+    def _check_prompt_fits(self, tokens):
         if len(tokens) > self._n_ctx:
             raise ContextFullError(f"Requested tokens ({len(tokens)}) exceed context window of {self._n_ctx}")
+
+    def _evaluate_prompt(self, tokens):
+        """Reuse the longest cached prefix (keeping at least one token to evaluate), evaluate the rest."""
+        self._check_prompt_fits(tokens)
         cached, wanted = self.input_ids, np.asarray(tokens, np.int64)
         common = int(np.argmin(np.append(cached[: len(wanted)] == wanted[: len(cached)], False)))
         self._cache.truncate(min(common, len(tokens) - 1))
@@ -185,9 +188,7 @@ class Llama:
         else:
             prompt_tokens = [int(t) for t in prompt]
             prompt_text = self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
-        if len(prompt_tokens) > self._n_ctx:
-            raise ContextFullError(f"Requested tokens ({len(prompt_tokens)}) exceed context window of "
-                                   f"{self._n_ctx}")
+        self._check_prompt_fits(prompt_tokens)   # now, not when a stream is first read
         chunks = self._completion(prompt_tokens, sampling, max_tokens, stop, seed)
         meta = dict(id=f"cmpl-{uuid.uuid4()}", created=int(time.time()), model=model or self.model_path)
         if stream:
@@ -250,9 +251,8 @@ class Llama:
             raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
         prompt = self._chat_template.render(messages, add_generation_prompt=True, tools=None)
         prompt_tokens = self.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
         completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
-                                            top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stops,
+                                            top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                             repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
                                             logit_bias=logit_bias, model=model)

@@ -144,7 +144,7 @@ class KVCache:
 
     Global layers keep one slot per position (n_ctx). Sliding-window layers keep a ring of
     window + max_batch slots, enough for a batch of queries to see their whole window, so their
-    cache does not grow with the context. `slot_pos` says which position each slot holds.
+    cache does not grow with the context. `linear_pos` and `ring_pos` say which position each slot holds.
     """
 
     def __init__(self, hp: HyperParams, n_ctx: int, sliding, dtype: str = "f16", max_batch: int = 512):
@@ -156,8 +156,7 @@ class KVCache:
         self.n_ctx, self.window = n_ctx, hp.sliding_window
         self.max_batch = max(1, min(max_batch, n_ctx))
         self.ring = min(n_ctx, self.window + self.max_batch) if any(sliding) else n_ctx
-        self.sliding = list(sliding)
-        sizes = [self.ring if s else n_ctx for s in self.sliding]
+        sizes = [self.ring if s else n_ctx for s in sliding]
         self.k = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
         self.v = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
         self.linear_pos = np.full(n_ctx, EMPTY_SLOT, np.int64)
@@ -192,7 +191,7 @@ class _Workspace:
         self.k, self.v = f32(n_batch, kv_width), f32(n_batch, kv_width)
         self.o = f32(n_batch, hp.n_embd)
         self.gate, self.up, self.act = f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff)
-        self.scores = f32(n_batch * hp.n_head, n_ctx)
+        self.scores = f32(hp.n_head, n_ctx)   # one token's attention rows (batches use _batch_attention)
         self.prepared = {}   # activation layouts for the matvec kernels, refilled every token
 
 
@@ -284,7 +283,7 @@ class Model:
     def _forward_chunk(self, tokens, cache, all_logits):
         n, hp = tokens.size, self.hp
         start = cache.n_tokens
-        ws = self._workspace_for(n, max(cache.n_ctx, cache.ring))
+        ws = self._workspace_for(n, cache.n_ctx)
         positions = np.arange(start, start + n, dtype=np.int64)
         ring_slots = positions % cache.ring
         cache.linear_pos[positions] = positions

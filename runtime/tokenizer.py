@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gguf_io import open_gguf
+
 from .pretokenize import PRE_TOKENIZERS, Splitter
 
 # tokenizer.ggml.token_type values (llama.h, enum llama_token_type)
@@ -56,8 +58,7 @@ def _bytes_to_unicode():
     return mapping
 
 
-_BYTE_TO_CHAR = _bytes_to_unicode()
-_BYTE_TRANSLATE = {b: c for b, c in _BYTE_TO_CHAR.items()}   # latin-1 code point -> byte-level char
+_BYTE_TO_CHAR = _bytes_to_unicode()   # also a str.translate table: latin-1 code point -> byte-level char
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 
 
@@ -193,7 +194,6 @@ class Tokenizer:
     def from_gguf(cls, source) -> "Tokenizer":
         """Build from a path or an open GGUFFile; only metadata is read."""
         if isinstance(source, (str, Path)):
-            from gguf_io import open_gguf
             with open_gguf(source) as gguf:
                 return cls(gguf.metadata)
         return cls(source.metadata)
@@ -269,7 +269,7 @@ class Tokenizer:
             out.extend(ids)
 
     def _bpe_word(self, word):
-        encoded = word.encode("utf-8").decode("latin-1").translate(_BYTE_TRANSLATE)
+        encoded = word.encode("utf-8").decode("latin-1").translate(_BYTE_TO_CHAR)
         vocab = self.vocab
         if self._ignore_merges and encoded in vocab:
             return [vocab[encoded]]

@@ -56,6 +56,12 @@ def encode_value(value, vtype):
     return struct.pack(SCALAR_FORMATS[vtype][0], value)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class GGUFWriter:
     """Write a GGUF file: `add_metadata` and `add_tensor` first, then `write_tensor`
     for each tensor in the same order, then `close()` (or use it as a context manager;
@@ -69,6 +75,7 @@ class GGUFWriter:
         self._written = 0
         self._file = None
         self._tmp_path = None
+        self._failed = None
 
     @property
     def alignment(self):
@@ -107,22 +114,48 @@ class GGUFWriter:
 
     def write_tensor(self, name, data):
         """Write the next declared tensor's bytes (any array whose buffer is exactly its bytes)."""
+        buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        self._check_next(name, buf.size)
+        self.write_tensor_parts(name, (buf,))
+
+    def write_tensor_parts(self, name, parts):
+        """Write the next declared tensor as consecutive pieces (arrays of whole rows, in order),
+        so a converter never holds a whole tensor: quantize a slice of rows, write it, drop it.
+        A wrong total discards the partial file."""
+        self._check_next(name)
         if self._file is None:
             self._start()
+        _, shape, qtype, nbytes = self._tensors[self._written]
+        written = 0
+        for part in parts:
+            buf = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+            written += buf.size
+            if written > nbytes:
+                break
+            self._file.write(memoryview(buf))
+        if written != nbytes:
+            self.abort()
+            self._failed = f"tensor {name!r} ({qtype.name} {shape}) needed {nbytes} bytes, got " \
+                           f"{written if written < nbytes else 'more'}; the partial file was discarded"
+            raise ValueError(self._failed)
+        self._file.write(bytes(_pad(nbytes, self.alignment) - nbytes))
+        self._written += 1
+
+    def _check_next(self, name, size=None):
+        if self._failed:
+            raise ValueError(self._failed)
         if self._written >= len(self._tensors):
             raise ValueError(f"tensor {name!r} was not declared with add_tensor")
         expected_name, shape, qtype, nbytes = self._tensors[self._written]
         if name != expected_name:
             raise ValueError(f"tensors must be written in declaration order: expected {expected_name!r}, got {name!r}")
-        buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        if buf.size != nbytes:
-            raise ValueError(f"tensor {name!r} ({qtype.name} {shape}) needs {nbytes} bytes, got {buf.size}")
-        self._file.write(memoryview(buf))
-        self._file.write(bytes(_pad(nbytes, self.alignment) - nbytes))
-        self._written += 1
+        if size is not None and size != nbytes:
+            raise ValueError(f"tensor {name!r} ({qtype.name} {shape}) needs {nbytes} bytes, got {size}")
 
     def close(self):
         """Finish the file and move it into place; every declared tensor must have been written."""
+        if self._failed:
+            raise ValueError(self._failed)
         if self._file is None:
             self._start()
         if self._written != len(self._tensors):
@@ -160,6 +193,7 @@ class GGUFWriter:
         """Open the temporary file and write the header, metadata and tensor infos."""
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, self._tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory)
+        os.fchmod(fd, 0o666 & ~_umask())     # mkstemp makes it private; a finished model is an ordinary file
         self._file = os.fdopen(fd, "wb")
         parts = [GGUF_MAGIC, struct.pack("<IQQ", 3, len(self._tensors), len(self.metadata))]
         for key, (value, vtype) in self.metadata.items():

@@ -93,3 +93,24 @@ def test_misuse_is_refused_and_leaves_no_file(tmp_path):
         GGUFWriter(path).add_tensor("c", (4, 33), T.Q4_0)
     with pytest.raises(ValueError, match="power of two"):
         GGUFWriter(path).add_metadata("general.alignment", 48, V.UINT32)
+
+
+def test_tensor_written_in_parts(tmp_path):
+    path = tmp_path / "parts.gguf"
+    data = np.arange(96, dtype=np.float32).reshape(3, 32)
+    with GGUFWriter(path) as w:
+        w.add_tensor("a", data.shape, T.F32)
+        w.write_tensor_parts("a", (data[:1], data[1:]))
+    with open_gguf(path) as f:
+        assert np.array_equal(f.tensors["a"].dequantize(), data)
+
+
+def test_parts_of_the_wrong_size_discard_the_file(tmp_path):
+    path = tmp_path / "parts.gguf"
+    w = GGUFWriter(path)
+    w.add_tensor("a", (3, 32), T.F32)
+    with pytest.raises(ValueError, match="needed 384 bytes, got 256"):
+        w.write_tensor_parts("a", (np.zeros((2, 32), np.float32),))
+    with pytest.raises(ValueError, match="partial file was discarded"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,281 @@
+"""Quantize a GGUF file to one of llama.cpp's mixes (`nibble quantize`).
+
+A mix (Q4_K_M, Q3_K_S, ...) is a default block type plus llama.cpp's per-tensor rules that
+give more bits to the tensors quantization hurts most (attn_v, ffn_down in the first and
+last layers, the output matrix). The rules follow llama_tensor_get_type in llama.cpp's
+src/llama-quant.cpp, and the resulting tensor types are checked against llama-quantize's on
+both real models (tests/test_quantize.py). The block quantizers in gguf_io are bit-identical
+to ggml's, so without an importance matrix the files equal llama-quantize's byte for byte.
+"""
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT
+
+from gguf_io import GGUFWriter, block_format, dequantize, open_gguf, quantize
+
+GGML_QNT_VERSION = 2
+ROWS_PER_PART_ELEMENTS = 1 << 22      # quantize ~4M weights at a time: bounded memory, whole rows
+
+
+@dataclass(frozen=True)
+class Mix:
+    name: str
+    file_type: FT
+    default: T
+
+
+MIXES = {mix.name: mix for mix in (
+    Mix("F32", FT.ALL_F32, T.F32),
+    Mix("F16", FT.MOSTLY_F16, T.F16),
+    Mix("BF16", FT.MOSTLY_BF16, T.BF16),
+    Mix("Q8_0", FT.MOSTLY_Q8_0, T.Q8_0),
+    Mix("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0),
+    Mix("Q4_1", FT.MOSTLY_Q4_1, T.Q4_1),
+    Mix("Q5_0", FT.MOSTLY_Q5_0, T.Q5_0),
+    Mix("Q5_1", FT.MOSTLY_Q5_1, T.Q5_1),
+    Mix("Q2_K", FT.MOSTLY_Q2_K, T.Q2_K),
+    Mix("Q3_K_S", FT.MOSTLY_Q3_K_S, T.Q3_K),
+    Mix("Q3_K_M", FT.MOSTLY_Q3_K_M, T.Q3_K),
+    Mix("Q3_K_L", FT.MOSTLY_Q3_K_L, T.Q3_K),
+    Mix("Q4_K_S", FT.MOSTLY_Q4_K_S, T.Q4_K),
+    Mix("Q4_K_M", FT.MOSTLY_Q4_K_M, T.Q4_K),
+    Mix("Q5_K_S", FT.MOSTLY_Q5_K_S, T.Q5_K),
+    Mix("Q5_K_M", FT.MOSTLY_Q5_K_M, T.Q5_K),
+    Mix("Q6_K", FT.MOSTLY_Q6_K, T.Q6_K),
+    Mix("IQ4_NL", FT.MOSTLY_IQ4_NL, T.IQ4_NL),
+    Mix("IQ4_XS", FT.MOSTLY_IQ4_XS, T.IQ4_XS),
+)}
+
+FLOAT_TYPES = (T.F32, T.F16, T.BF16)
+
+
+def mix_by_name(name) -> Mix:
+    try:
+        return MIXES[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown quantization type {name!r}; choose one of {', '.join(MIXES)}") from None
+
+
+def tensor_type_by_name(name) -> T:
+    """A block type given by name (for --output-tensor-type and --token-embedding-type)."""
+    return block_format(name).type
+
+
+# --- which tensors are quantized, and to what (llama-quant.cpp) -----------------------------
+
+# Substrings of 2-D weights that llama.cpp never quantizes (small, or lookup tables).
+NEVER_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "position_embd.weight", "token_types.weight",
+                   "ssm_conv1d", "attn_rel_b.weight", "altup", "laurel", "per_layer_model_proj")
+
+
+def allows_quantization(name, shape):
+    return len(shape) >= 2 and name.endswith("weight") and not any(s in name for s in NEVER_QUANTIZED)
+
+
+def category(name):
+    """llama.cpp's broad tensor categories, by the same substring tests in the same order."""
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v.weight", "attn_v"),
+                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
+                     ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
+                     ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
+
+
+def use_more_bits(i, n):
+    """The first and last eighth of the layers, and every third one between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+# Per mix, the rule for a category: (layer index i, layers n, n_head / n_head_kv) -> type or None (keep).
+ATTN_V_RULES = {
+    "Q2_K": lambda i, n, gqa: T.Q4_K if gqa >= 4 else T.Q3_K,
+    "Q3_K_M": lambda i, n, gqa: T.Q5_K if i < 2 else T.Q4_K,
+    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
+    "IQ4_NL": lambda i, n, gqa: T.Q5_K if gqa >= 4 else None,
+    "IQ4_XS": lambda i, n, gqa: T.Q5_K if gqa >= 4 else None,
+    "Q4_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
+    "Q5_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
+    "Q4_K_S": lambda i, n, gqa: T.Q5_K if i < 4 else None,
+}
+FFN_DOWN_RULES = {
+    "Q2_K": lambda i, n, gqa: T.Q3_K,
+    "Q3_K_M": lambda i, n, gqa: T.Q5_K if i < n // 16 else T.Q4_K,
+    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
+    "Q4_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
+    "IQ4_NL": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
+    "IQ4_XS": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
+    "Q5_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
+    "Q4_K_S": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
+}
+ATTN_OUTPUT_RULES = {
+    "Q2_K": lambda i, n, gqa: T.Q3_K,
+    "Q3_K_M": lambda i, n, gqa: T.Q4_K,
+    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
+}
+RULES = {"attn_v": ATTN_V_RULES, "ffn_down": FFN_DOWN_RULES, "attn_output": ATTN_OUTPUT_RULES}
+
+# A block type whose size does not divide a row falls back to one with 32-element blocks.
+FALLBACK = {T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+
+
+@dataclass
+class Plan:
+    """The type each tensor gets, decided for the whole file before anything is written."""
+    types: dict = field(default_factory=dict)       # name -> T
+    fallbacks: list = field(default_factory=list)   # (name, wanted, given)
+
+
+def plan_types(gguf_file, mix, *, pure=False, output_tensor_type=None, token_embedding_type=None) -> Plan:
+    """Choose every tensor's type as llama-quantize does for `mix` (without an importance matrix)."""
+    mix = mix if isinstance(mix, Mix) else mix_by_name(mix)
+    md = gguf_file.metadata
+    arch = md.get("general.architecture", "")
+    n_layer = int(md.get(f"{arch}.block_count", 0))
+    n_head = int(np.max(md.get(f"{arch}.attention.head_count", 1)))
+    n_head_kv = int(np.max(md.get(f"{arch}.attention.head_count_kv", n_head))) or n_head
+    gqa = n_head // n_head_kv
+    names = list(gguf_file.tensors)
+    tied = "output.weight" not in names
+    counters = {"attn_v": 0, "ffn_down": 0}
+    plan = Plan()
+    # llama.cpp walks the tensors by layer, then by name; the per-category counters depend on it.
+    for name in sorted(names, key=_layer_then_name):
+        tensor = gguf_file.tensors[name]
+        plan.types[name] = _choose(tensor, mix, pure, output_tensor_type, token_embedding_type,
+                                   tied, counters, n_layer, gqa, plan)
+    plan.types = {name: plan.types[name] for name in names}
+    return plan
+
+
+def requantized_tensors(gguf_file, plan):
+    """Names of the tensors that are quantized already and would be converted: they lose quality twice."""
+    return [name for name, qtype in plan.types.items()
+            if gguf_file.tensors[name].type not in FLOAT_TYPES and gguf_file.tensors[name].type != qtype]
+
+
+def _layer_then_name(name):
+    parts = name.split(".")
+    layer = int(parts[1]) if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit() else -1
+    return layer, name
+
+
+def _choose(tensor, mix, pure, output_tensor_type, token_embedding_type, tied, counters, n_layer, gqa, plan):
+    name, shape = tensor.name, tensor.shape
+    if not allows_quantization(name, shape):
+        return tensor.type
+    cat = category(name)
+    if token_embedding_type is not None and cat == "token_embd":
+        return token_embedding_type
+    if output_tensor_type is not None and cat == "output":
+        return output_tensor_type
+    new_type = mix.default
+    if mix.default in FLOAT_TYPES:
+        return new_type
+    n_cols = shape[-1]
+    if not pure:
+        if cat == "output" or (tied and cat == "token_embd"):
+            # The output matrix (or the embedding it shares) gets Q6_K, or Q8_0 where 256 does not divide its rows.
+            if n_cols % GGML_QUANT_SIZES[new_type][0]:
+                new_type = T.Q8_0
+            elif new_type != T.Q8_0:
+                new_type = T.Q6_K
+        elif cat in RULES:
+            i = counters.get(cat, 0)
+            rule = RULES[cat].get(mix.name)
+            chosen = rule(i, n_layer, gqa) if rule else None
+            new_type = chosen or new_type
+            if cat == "attn_v" and n_layer == 80 and gqa > 1 and new_type in (T.Q3_K, T.Q4_K):
+                new_type = T.Q5_K      # llama.cpp's 70B rule: attn_v is 8x smaller there, so more bits are cheap
+            if cat in counters:
+                counters[cat] += 1
+    if n_cols % GGML_QUANT_SIZES[new_type][0]:
+        wanted, new_type = new_type, FALLBACK.get(new_type, T.F16)
+        if n_cols % GGML_QUANT_SIZES[new_type][0]:
+            new_type = T.F16
+        plan.fallbacks.append((name, wanted, new_type))
+    return new_type
+
+
+# --- writing the file --------------------------------------------------------------------------
+
+@dataclass
+class QuantizeReport:
+    seconds: float
+    source_bytes: int
+    output_bytes: int
+    n_elements: int
+    requantized: list      # names of tensors that were already quantized and were requantized
+    plan: Plan
+
+    @property
+    def bits_per_weight(self):
+        return self.output_bytes * 8 / self.n_elements
+
+
+def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=None, token_embedding_type=None,
+                  progress=None) -> QuantizeReport:
+    """Write `destination` as `source` quantized to `mix`; the file appears only when complete.
+
+    `progress(n_bytes)` is called as the source is consumed (for a progress bar)."""
+    mix = mix if isinstance(mix, Mix) else mix_by_name(mix)
+    if os.path.abspath(source) == os.path.abspath(destination):
+        raise ValueError(f"{destination}: the output would overwrite the input; choose another name")
+    start = time.perf_counter()
+    with open_gguf(source) as src:
+        plan = plan_types(src, mix, pure=pure, output_tensor_type=output_tensor_type,
+                          token_embedding_type=token_embedding_type)
+        requantized = requantized_tensors(src, plan)
+        with GGUFWriter(destination) as out:
+            split_keys = ("split.no", "split.count", "split.tensors.count")
+            out.add_all_metadata(src.metadata, src.metadata_types,
+                                 skip=("general.quantization_version", "general.file_type") + split_keys)
+            out.add_metadata("general.quantization_version", GGML_QNT_VERSION, V.UINT32)
+            out.add_metadata("general.file_type", int(mix.file_type), V.UINT32)
+            for name, tensor in src.tensors.items():
+                out.add_tensor(name, tensor.shape, plan.types[name])
+            output_bytes = 0
+            for name, tensor in src.tensors.items():
+                parts = _converted_parts(tensor, plan.types[name])
+                out.write_tensor_parts(name, parts)
+                output_bytes += block_format(plan.types[name]).row_bytes(tensor.shape[-1]) * (tensor.n_elements // tensor.shape[-1])
+                src.drop_resident_pages()
+                if progress:
+                    progress(tensor.nbytes)
+        n_elements = sum(t.n_elements for t in src.tensors.values())
+        source_bytes = sum(t.nbytes for t in src.tensors.values())
+    return QuantizeReport(time.perf_counter() - start, source_bytes, output_bytes, n_elements, requantized, plan)
+
+
+def _converted_parts(tensor, new_type):
+    """The tensor's bytes in `new_type`, a slice of rows at a time (a view when the type is unchanged)."""
+    raw = tensor.raw
+    if tensor.type == new_type:
+        yield raw
+        return
+    n_cols = tensor.shape[-1]
+    n_rows = tensor.n_elements // n_cols
+    source_row_bytes = block_format(tensor.type).row_bytes(n_cols)
+    rows = raw.reshape(n_rows, source_row_bytes)
+    step = max(1, ROWS_PER_PART_ELEMENTS // n_cols)
+    for first in range(0, n_rows, step):
+        chunk = rows[first:first + step]
+        yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type)
+
+
+def print_report(report, mix, destination, file=None):
+    file = file or sys.stderr
+    mib = 1024 * 1024
+    print(f"model size  = {report.source_bytes / mib:8.2f} MiB ({report.source_bytes * 8 / report.n_elements:.2f} BPW)",
+          file=file)
+    print(f"quant size  = {report.output_bytes / mib:8.2f} MiB ({report.bits_per_weight:.2f} BPW)  "
+          f"{mix.name} -> {destination} in {report.seconds:.1f} s", file=file)

@@ -1,0 +1,64 @@
+"""Records llama-quantize's tensor types and output for every mix, for tests/test_quantize.py.
+
+The sources are the real models dequantized to F16 by nibble (`nibble quantize IN OUT F16`).
+Run once where llama-cpp-python is installed (it is not a nibble dependency):
+    python tests/data/make_quantize_cases.py [WORK_DIR]
+"""
+import ctypes
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from gguf import LlamaFileType
+
+from gguf_io import open_gguf
+from runtime import resolve_model
+from runtime.quantize import MIXES, quantize_file
+
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+OUT = Path(__file__).parent / "quantize-mixes.json"
+
+
+def tensor_digest(gguf_file):
+    """sha256 over every tensor's name, type and bytes, in name order (llama-quantize reorders them)."""
+    digest = hashlib.sha256()
+    for name in sorted(gguf_file.tensors):
+        tensor = gguf_file.tensors[name]
+        digest.update(f"{name}:{tensor.type.name}:".encode())
+        digest.update(tensor.raw)
+    return digest.hexdigest()
+
+
+def llama_quantize(source, destination, mix):
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = 2
+    params.ftype = int(LlamaFileType.ALL_F32 if mix == "F32" else LlamaFileType["MOSTLY_" + mix])
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(destination).encode(), ctypes.byref(params)):
+        raise RuntimeError(f"llama-quantize failed for {mix}")
+
+
+def main():
+    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    cases = {}
+    for model in MODELS:
+        base = work / f"{model}-f16.gguf"
+        quantize_file(resolve_model(model), base, "F16")
+        with open_gguf(base) as f:
+            names = list(f.tensors)
+            case = {"base_digest": tensor_digest(f), "tensors": names, "mixes": {}}
+        for mix in MIXES:
+            out = work / f"{model}-llama.cpp-{mix}.gguf"
+            llama_quantize(base, out, mix)
+            with open_gguf(out) as f:
+                case["mixes"][mix] = {"types": " ".join(f.tensors[n].type.name for n in names), "digest": tensor_digest(f)}
+            print(model, mix, file=sys.stderr)
+        cases[model] = case
+    OUT.write_text(json.dumps(cases, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Quantize a GGUF file to one of llama.cpp's mixes, as llama-quantize does.
+
+TYPE is one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
+Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS. The K mixes give more bits to the
+tensors that suffer most (attn_v, ffn_down, the output matrix) with llama.cpp's rules; 1-D
+tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
+An already-quantized input is dequantized first (with a warning: quality is lost twice).
+The output file appears only when complete.
+
+Example: nibble quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M"""
+import sys
+
+from tqdm import tqdm
+
+from cpu_kernels import set_threads
+from gguf_io import open_gguf
+from runtime import resolve_model
+from runtime.quantize import (FLOAT_TYPES, MIXES, mix_by_name, plan_types, print_report, quantize_file,
+                              requantized_tensors, tensor_type_by_name)
+
+HELP = "quantize a GGUF file (Q4_K_M, Q8_0, ...) like llama-quantize"
+
+
+def setup_arg_parser(parser):
+    parser.add_argument("input", metavar="IN", help="a .gguf file (F32/F16/BF16 is best) or a known model name")
+    parser.add_argument("output", metavar="OUT", help="the .gguf file to write")
+    parser.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(MIXES)}")
+    parser.add_argument("--pure", action="store_true",
+                        help="every quantizable tensor gets TYPE's block type: no mix rules")
+    parser.add_argument("--output-tensor-type", metavar="T", help="block type for output.weight (e.g. Q8_0)")
+    parser.add_argument("--token-embedding-type", metavar="T", help="block type for token_embd.weight")
+    parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--dry-run", action="store_true", help="print each tensor's type and size; write nothing")
+
+
+def main(args):
+    mix = mix_by_name(args.type)
+    source = str(resolve_model(args.input))
+    output_type = tensor_type_by_name(args.output_tensor_type) if args.output_tensor_type else None
+    embedding_type = tensor_type_by_name(args.token_embedding_type) if args.token_embedding_type else None
+    set_threads(args.threads)
+    with open_gguf(source) as src:
+        plan = plan_types(src, mix, pure=args.pure, output_tensor_type=output_type,
+                          token_embedding_type=embedding_type)
+        total = sum(t.nbytes for t in src.tensors.values())
+        if args.dry_run:
+            for name, qtype in plan.types.items():
+                t = src.tensors[name]
+                print(f"{name:40s} {str(list(t.shape)):>16s} {t.type.name:>7s} -> {qtype.name}")
+            return 0
+        requantized = requantized_tensors(src, plan)
+    if requantized:
+        again = "" if mix.default in FLOAT_TYPES else \
+            " and quantized again, which loses quality twice (start from an F16/BF16/F32 file where you can)"
+        print(f"warning: {len(requantized)} tensors of {source} are already quantized; they are dequantized{again}",
+              file=sys.stderr)
+    for name, wanted, given in plan.fallbacks:
+        print(f"note: {name}: rows of {wanted.name} blocks do not fit; using {given.name}", file=sys.stderr)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"quantizing to {mix.name}", leave=False,
+              disable=None) as bar:
+        report = quantize_file(source, args.output, mix, pure=args.pure, output_tensor_type=output_type,
+                               token_embedding_type=embedding_type, progress=bar.update)
+    print_report(report, mix, args.output)
+    return 0

@@ -6,13 +6,14 @@ import sys
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import bench, chat, inspect_gguf, pull, quantize, run
+from . import bench, chat, convert, inspect_gguf, pull, quantize, run
 
 COMMANDS = {
     "chat": chat,
     "run": run,
     "pull": pull,
     "inspect": inspect_gguf,
+    "convert": convert,
     "quantize": quantize,
     "bench": bench,
 }

@@ -36,12 +36,14 @@ class Architecture:
     post_norms: bool = False           # RMSNorm on the attention and feed-forward outputs before the residual
     global_every: int = 0              # with a sliding window: every Nth layer attends globally
     local_rope_base: float = 0.0       # RoPE base of sliding-window layers (0: same as global)
+    qkv_bias: bool = False             # q, k and v projections add a bias (attn_q.bias, ...)
 
 
 ARCHITECTURES = {
     "llama": Architecture(),
     "gemma3": Architecture(rope_neox=True, activation="gelu", embed_scale=True, qk_norm=True, post_norms=True,
                            global_every=6, local_rope_base=10000.0),
+    "qwen2": Architecture(rope_neox=True, qkv_bias=True),
 }
 
 _ACTIVATIONS = {"silu": K.silu_mul, "gelu": K.gelu_tanh_mul}
@@ -134,6 +136,9 @@ class Layer:
     k_norm: np.ndarray | None = None
     post_attn_norm: np.ndarray | None = None
     post_ffw_norm: np.ndarray | None = None
+    q_bias: np.ndarray | None = None
+    k_bias: np.ndarray | None = None
+    v_bias: np.ndarray | None = None
 
 
 EMPTY_SLOT = np.iinfo(np.int64).max   # a slot position no query can see
@@ -243,6 +248,8 @@ class Model:
             sliding=bool(arch.global_every and hp.sliding_window and (i + 1) % arch.global_every != 0))
         if arch.qk_norm:
             layer.q_norm, layer.k_norm = w.vector(p + "attn_q_norm.weight"), w.vector(p + "attn_k_norm.weight")
+        if arch.qkv_bias:
+            layer.q_bias, layer.k_bias, layer.v_bias = (w.vector(p + f"attn_{x}.bias") for x in "qkv")
         if arch.post_norms:
             layer.post_attn_norm = w.vector(p + "post_attention_norm.weight")
             layer.post_ffw_norm = w.vector(p + "post_ffw_norm.weight")
@@ -303,6 +310,10 @@ class Model:
         K.rms_norm(x, self.layers[0].attn_norm, hp.eps, h)
         for i, layer in enumerate(self.layers):
             _project(h, ws.prepared, (layer.wq, q), (layer.wk, k), (layer.wv, v))
+            if layer.q_bias is not None:
+                q += layer.q_bias
+                k += layer.k_bias
+                v += layer.v_bias
             if layer.q_norm is not None:
                 qh = q.reshape(n * hp.n_head, hp.head_dim)
                 kh = k.reshape(n * hp.n_head_kv, hp.head_dim)

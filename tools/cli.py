@@ -6,7 +6,7 @@ import sys
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import bench, chat, convert, inspect_gguf, pull, quantize, run
+from . import bench, chat, convert, inspect_gguf, perplexity, pull, quantize, run
 
 COMMANDS = {
     "chat": chat,
@@ -15,6 +15,7 @@ COMMANDS = {
     "inspect": inspect_gguf,
     "convert": convert,
     "quantize": quantize,
+    "perplexity": perplexity,
     "bench": bench,
 }
 

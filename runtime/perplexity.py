@@ -1,0 +1,94 @@
+"""Perplexity and KL divergence over a text, as llama.cpp's llama-perplexity computes them.
+
+The text is tokenized once (BOS as the vocabulary says) and cut into chunks of n_ctx tokens; each
+chunk is evaluated from an empty cache with its first token replaced by BOS (when the model adds
+one), and only its second half is scored: token j + 1 from the logits at j, for j from n_ctx/2 to
+n_ctx - 2, so every scored token has at least n_ctx/2 tokens of context.
+With a base model, both see the same tokens and each scored position adds KL(base || model) over
+the whole vocabulary and whether their most likely tokens agree.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ROWS_PER_STEP = 64     # log-softmax this many rows at a time in float64
+
+
+@dataclass
+class PerplexityResult:
+    n_ctx: int
+    chunk_ppl: list = field(default_factory=list)     # running perplexity after each chunk, as llama.cpp prints
+    nll: list = field(default_factory=list)           # per scored token
+    kl: list = field(default_factory=list)            # per scored token, with a base model
+    same_top: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ppl(self):
+        return math.exp(np.mean(self.nll))
+
+    @property
+    def ppl_stderr(self):
+        """Standard error of the perplexity from that of the mean negative log-likelihood (delta method)."""
+        return self.ppl * float(np.std(self.nll, ddof=1)) / math.sqrt(len(self.nll))
+
+    @property
+    def kl_mean(self):
+        return float(np.mean(self.kl))
+
+    @property
+    def kl_stderr(self):
+        return float(np.std(self.kl, ddof=1)) / math.sqrt(len(self.kl))
+
+    @property
+    def top1_agreement(self):
+        return float(np.mean(self.same_top))
+
+
+def log_softmax(logits):
+    x = logits.astype(np.float64)
+    x -= x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress=None) -> PerplexityResult:
+    """Score `tokens` with a runtime Model (and compare with `base`, another Model of the same vocabulary)."""
+    tokens = np.asarray(tokens, np.int64)
+    n_chunks = len(tokens) // n_ctx
+    if max_chunks:
+        n_chunks = min(n_chunks, max_chunks)
+    if n_chunks < 1 or n_ctx < 4:
+        raise ValueError(f"the text has {len(tokens)} tokens; perplexity with -c {n_ctx} needs at least "
+                         f"{max(2 * n_ctx, 8)} (a longer text or a smaller -c)")
+    if base is not None and base.hp.n_vocab != model.hp.n_vocab:
+        raise ValueError(f"the base model's vocabulary ({base.hp.n_vocab}) differs from the model's "
+                         f"({model.hp.n_vocab}); KL divergence needs the same tokens")
+    bos = model.tokenizer.bos_id if model.tokenizer.add_bos else None
+    first = n_ctx // 2
+    result = PerplexityResult(n_ctx)
+    started = time.perf_counter()
+    for c in range(n_chunks):
+        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+        if bos is not None:
+            chunk[0] = bos
+        targets = chunk[first + 1:]
+        logp = _scored_log_probs(model, chunk, n_ctx, first)
+        result.nll.extend((-logp[np.arange(len(targets)), targets]).tolist())
+        if base is not None:
+            base_logp = _scored_log_probs(base, chunk, n_ctx, first)
+            p = np.exp(base_logp)
+            result.kl.extend(np.sum(p * (base_logp - logp), axis=-1).tolist())
+            result.same_top.extend((base_logp.argmax(-1) == logp.argmax(-1)).tolist())
+        result.chunk_ppl.append(result.ppl)
+        if progress:
+            progress(c + 1, n_chunks, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _scored_log_probs(model, chunk, n_ctx, first):
+    """log-probabilities at positions first .. n_ctx - 2 of one chunk evaluated from an empty cache."""
+    logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True)[first:n_ctx - 1]
+    return np.concatenate([log_softmax(logits[i:i + ROWS_PER_STEP]) for i in range(0, len(logits), ROWS_PER_STEP)])

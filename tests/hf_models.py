@@ -1,0 +1,53 @@
+"""Hugging Face folders made by transformers (torch, CPU) for the convert tests.
+
+Real models: transformers loads the GGUF, and a fresh model built from its config with that state dict
+is saved (save_pretrained refuses a GGUF-loaded model). Tiny models: random weights per architecture."""
+import shutil
+from pathlib import Path
+
+TINY_CONFIGS = {
+    "LlamaForCausalLM": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                             rope_theta=10000.0, tie_word_embeddings=False),
+    "Qwen2ForCausalLM": dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                             rope_theta=1000000.0, tie_word_embeddings=True),
+    "Gemma3ForCausalLM": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                              rms_norm_eps=1e-6, sliding_window=8, rope_theta=1000000.0,
+                              rope_local_base_freq=10000.0, tie_word_embeddings=True,
+                              layer_types=["sliding_attention"] * 5 + ["full_attention"]),
+}
+
+
+def export_gguf_to_hf(gguf_path, out_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf_path = Path(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def tiny_model(architecture, tokenizer_dir, out_dir, seed=0):
+    """A random model of `architecture` with the tokenizer files of `tokenizer_dir`; returns (folder, model)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    settings = dict(TINY_CONFIGS[architecture])
+    config = AutoConfig.for_model(settings.pop("model_type"), vocab_size=49152, initializer_range=0.3,
+                                  max_position_embeddings=256, architectures=[architecture], **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                param.copy_(torch.randn_like(param) * 0.3 + (0.0 if "gemma" in config.model_type else 1.0)
+                            if "norm" in name else torch.randn_like(param) * 0.3)
+    model.save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tokenizer_dir) / name, Path(out_dir) / name)
+    return Path(out_dir), model

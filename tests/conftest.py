@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from gguf_io import open_gguf
 from runtime import resolve_model
 
 DATA = Path(__file__).parent / "data"
@@ -31,3 +32,31 @@ def quant_golden():
 @pytest.fixture(scope="session")
 def quant_source_path():
     return DATA / "quant-source-f16.gguf"
+
+
+REAL_MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
+
+
+@pytest.fixture(scope="session")
+def f16_bases(tmp_path_factory):
+    """The real models dequantized to F16 by nibble: the sources llama-quantize was given."""
+    from data.make_quantize_cases import tensor_digest
+    from runtime.quantize import quantize_file
+    cases = json.loads((DATA / "quantize-mixes.json").read_text())
+    work = tmp_path_factory.mktemp("f16")
+    bases = {}
+    for model in REAL_MODELS:
+        bases[model] = work / f"{model}-f16.gguf"
+        report = quantize_file(resolve_model(model), bases[model], "F16")
+        assert report.requantized                   # the packaged files are quantized: dequantized first
+        with open_gguf(bases[model]) as f:
+            assert tensor_digest(f) == cases[model]["base_digest"]
+    return bases
+
+
+@pytest.fixture(scope="session")
+def hf_folders(tmp_path_factory):
+    """The real models as Hugging Face folders written by transformers (save_pretrained)."""
+    from hf_models import export_gguf_to_hf
+    work = tmp_path_factory.mktemp("hf")
+    return {m: export_gguf_to_hf(resolve_model(m), work / m) for m in REAL_MODELS}

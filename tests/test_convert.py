@@ -17,17 +17,11 @@ from runtime.model import Model
 from tools.cli import main as nibble
 
 from conftest import DATA
-from hf_models import TINY_CONFIGS, export_gguf_to_hf, tiny_model
+from hf_models import TINY_CONFIGS, tiny_model
 from test_fidelity import GOLDEN as GOLDEN_LOGITS
 from test_tokenizer import FLAGS, GOLDEN as GOLDEN_TOKENS
 
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
-
-
-@pytest.fixture(scope="session")
-def hf_folders(tmp_path_factory):
-    work = tmp_path_factory.mktemp("hf")
-    return {m: export_gguf_to_hf(resolve_model(m), work / m) for m in MODELS}
 
 
 @pytest.fixture(scope="module", params=MODELS)

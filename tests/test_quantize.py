@@ -35,21 +35,6 @@ def test_mix_types_equal_llama_quantize(model):
             assert " ".join(t.name for t in plan.types.values()) == expected["types"], mix
 
 
-@pytest.fixture(scope="session")
-def f16_bases(tmp_path_factory):
-    """The real models dequantized to F16 by nibble: the sources llama-quantize was given."""
-    from runtime import resolve_model
-    work = tmp_path_factory.mktemp("f16")
-    bases = {}
-    for model in MODELS:
-        bases[model] = work / f"{model}-f16.gguf"
-        report = quantize_file(resolve_model(model), bases[model], "F16")
-        assert report.requantized                   # the packaged files are quantized: dequantized first
-        with open_gguf(bases[model]) as f:
-            assert tensor_digest(f) == CASES[model]["base_digest"]
-    return bases
-
-
 @pytest.mark.parametrize("model,mix", FILE_CHECKS)
 def test_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     out = tmp_path / f"{mix}.gguf"

@@ -66,6 +66,10 @@ class GGUFTensor:
         """The tensor's bytes: a read-only, zero-copy uint8 view of the mapped file."""
         return np.frombuffer(self._file._map, dtype=np.uint8, count=self.nbytes, offset=self.offset)
 
+    def drop_resident_pages(self, offset=0, length=None):
+        """Let the OS reclaim this tensor's file pages (or those of bytes offset..offset+length of it)."""
+        self._file.drop_resident_pages(self.offset + offset, self.nbytes - offset if length is None else length)
+
     def dequantize(self) -> np.ndarray:
         from .formats import dequantize
         return dequantize(self.raw, self.type, self.shape)
@@ -102,12 +106,16 @@ class GGUFFile:
     def architecture(self):
         return self.metadata.get("general.architecture")
 
-    def drop_resident_pages(self):
-        """Let the OS reclaim the file pages read so far; they stay mapped and are read again if touched.
-        After a loader has copied the weights into its own layout, this keeps them from counting
-        twice in the process's memory."""
-        if getattr(self, "_map", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def drop_resident_pages(self, offset=0, length=None):
+        """Let the OS reclaim the file pages read so far (all, or those of bytes offset..offset+length);
+        they stay mapped and are read again if touched. After a loader has copied the weights into its
+        own layout, this keeps them from counting twice in the process's memory."""
+        if getattr(self, "_map", None) is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = offset - offset % mmap.PAGESIZE
+        end = len(self._map) if length is None else min(len(self._map), offset + length)
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self):
         """Release the map; arrays still viewing it keep it alive until they are gone."""

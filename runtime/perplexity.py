@@ -54,30 +54,20 @@ def log_softmax(logits):
 
 
 def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress=None) -> PerplexityResult:
-    """Score `tokens` with a runtime Model (and compare with `base`, another Model of the same vocabulary)."""
-    tokens = np.asarray(tokens, np.int64)
-    n_chunks = len(tokens) // n_ctx
-    if max_chunks:
-        n_chunks = min(n_chunks, max_chunks)
-    if n_chunks < 1 or n_ctx < 4:
-        raise ValueError(f"the text has {len(tokens)} tokens; perplexity with -c {n_ctx} needs at least "
-                         f"{max(2 * n_ctx, 8)} (a longer text or a smaller -c)")
-    if base is not None and base.hp.n_vocab != model.hp.n_vocab:
+    """Score `tokens` with a runtime Model. `base` (optional) is another Model of the same vocabulary, or
+    the list `chunk_log_probs(base, ...)` returned, to compare several models with one base run."""
+    n_chunks = _n_chunks(tokens, n_ctx, max_chunks)
+    if hasattr(base, "hp") and base.hp.n_vocab != model.hp.n_vocab:
         raise ValueError(f"the base model's vocabulary ({base.hp.n_vocab}) differs from the model's "
                          f"({model.hp.n_vocab}); KL divergence needs the same tokens")
-    bos = model.tokenizer.bos_id if model.tokenizer.add_bos else None
-    first = n_ctx // 2
+    base_chunks = None if base is None else \
+        chunk_log_probs(base, tokens, n_ctx, n_chunks) if hasattr(base, "hp") else iter(base)
     result = PerplexityResult(n_ctx)
     started = time.perf_counter()
-    for c in range(n_chunks):
-        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
-        if bos is not None:
-            chunk[0] = bos
-        targets = chunk[first + 1:]
-        logp = _scored_log_probs(model, chunk, n_ctx, first)
+    for c, (targets, logp) in enumerate(chunk_log_probs(model, tokens, n_ctx, n_chunks)):
         result.nll.extend((-logp[np.arange(len(targets)), targets]).tolist())
-        if base is not None:
-            base_logp = _scored_log_probs(base, chunk, n_ctx, first)
+        if base_chunks is not None:
+            _, base_logp = next(base_chunks)
             p = np.exp(base_logp)
             result.kl.extend(np.sum(p * (base_logp - logp), axis=-1).tolist())
             result.same_top.extend((base_logp.argmax(-1) == logp.argmax(-1)).tolist())
@@ -88,7 +78,27 @@ def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress
     return result
 
 
-def _scored_log_probs(model, chunk, n_ctx, first):
-    """log-probabilities at positions first .. n_ctx - 2 of one chunk evaluated from an empty cache."""
-    logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True)[first:n_ctx - 1]
-    return np.concatenate([log_softmax(logits[i:i + ROWS_PER_STEP]) for i in range(0, len(logits), ROWS_PER_STEP)])
+def chunk_log_probs(model, tokens, n_ctx, n_chunks):
+    """Per chunk: (the scored target tokens, log-probabilities at the positions that predict them).
+
+    Lazy (a generator) when scoring once; wrap it in list() to reuse a base model's run."""
+    tokens = np.asarray(tokens, np.int64)
+    bos = model.tokenizer.bos_id if model.tokenizer.add_bos else None
+    first = n_ctx // 2
+    for c in range(n_chunks):
+        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+        if bos is not None:
+            chunk[0] = bos
+        logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True)[first:n_ctx - 1]
+        logp = np.concatenate([log_softmax(logits[i:i + ROWS_PER_STEP]) for i in range(0, len(logits), ROWS_PER_STEP)])
+        yield chunk[first + 1:], logp
+
+
+def _n_chunks(tokens, n_ctx, max_chunks):
+    n_chunks = len(tokens) // n_ctx
+    if max_chunks:
+        n_chunks = min(n_chunks, max_chunks)
+    if n_chunks < 1 or n_ctx < 4:
+        raise ValueError(f"the text has {len(tokens)} tokens; perplexity with -c {n_ctx} needs at least "
+                         f"{max(2 * n_ctx, 8)} (a longer text or a smaller -c)")
+    return n_chunks

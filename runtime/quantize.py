@@ -248,7 +248,7 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
                 parts = _converted_parts(tensor, plan.types[name])
                 out.write_tensor_parts(name, parts)
                 output_bytes += block_format(plan.types[name]).row_bytes(tensor.shape[-1]) * (tensor.n_elements // tensor.shape[-1])
-                src.drop_resident_pages()
+                tensor.drop_resident_pages()
                 if progress:
                     progress(tensor.nbytes)
         n_elements = sum(t.n_elements for t in src.tensors.values())
@@ -270,6 +270,7 @@ def _converted_parts(tensor, new_type):
     for first in range(0, n_rows, step):
         chunk = rows[first:first + step]
         yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type)
+        tensor.drop_resident_pages(first * source_row_bytes, chunk.nbytes)
 
 
 def print_report(report, mix, destination, file=None):

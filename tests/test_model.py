@@ -51,7 +51,7 @@ def test_missing_tensor_is_named(tmp_path, smollm_gguf):
 
 def test_unsupported_architecture_is_named(tmp_path, smollm_gguf):
     path = build_tiny_llama(tmp_path / "tiny.gguf", smollm_gguf, arch="qwen3")
-    with pytest.raises(ModelError, match=r"architecture 'qwen3' is not supported \(nibble runs: gemma3, llama\)"):
+    with pytest.raises(ModelError, match=r"architecture 'qwen3' is not supported \(nibble runs: gemma3, llama, qwen2\)"):
         Model(path)
 
 

@@ -180,6 +180,87 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     return scale, -vmin
 
 
+@njit(cache=True)
+def make_qkx2_quants_lanes(n, nmax, xT, wT, LT, LauxT, rmin, rdelta, nstep, use_mad, scales, mins, st):
+    """make_qkx2_quants for several groups at once: column j of xT (n, lanes) is group j.
+
+    Every group runs exactly the scalar version's float32 operations in the same order, so the
+    result is bit-identical; the groups sit side by side so each step is one SIMD operation
+    across them instead of a chain of dependent scalar additions. `st` is (14, lanes) scratch."""
+    nl = xT.shape[1]
+    vmin, vmax, sum_w, sum_x, scale, best = st[0], st[1], st[2], st[3], st[4], st[5]
+    iscale, sum_l, sum_l2, sum_xl, this_scale, this_min, cur = st[6], st[7], st[8], st[9], st[10], st[11], st[12]
+    active = st[13]            # 1 where the group is not constant (the scalar version returns early otherwise)
+    for j in range(nl):
+        vmin[j] = xT[0, j]
+        vmax[j] = xT[0, j]
+        sum_w[j] = wT[0, j]
+        sum_x[j] = wT[0, j] * xT[0, j]
+    for i in range(1, n):
+        for j in range(nl):
+            xi = xT[i, j]
+            vmin[j] = min(vmin[j], xi)
+            vmax[j] = max(vmax[j], xi)
+            sum_w[j] += wT[i, j]
+            sum_x[j] += wT[i, j] * xi
+    for j in range(nl):
+        if vmin[j] > 0:
+            vmin[j] = F32(0.0)
+        active[j] = F32(1.0) if vmax[j] != vmin[j] else F32(0.0)
+        iscale[j] = F32(nmax) / (vmax[j] - vmin[j]) if active[j] else F32(0.0)
+        scale[j] = F32(1.0) / iscale[j] if active[j] else F32(0.0)
+        best[j] = F32(0.0)
+    for i in range(n):
+        for j in range(nl):
+            l = min(F32(nmax), max(F32(0.0), np.rint(iscale[j] * (xT[i, j] - vmin[j]))))
+            LT[i, j] = np.int32(l)
+            diff = scale[j] * l + vmin[j] - xT[i, j]
+            best[j] += wT[i, j] * (abs(diff) if use_mad else diff * diff)
+    for step in range(nstep + 1):
+        for j in range(nl):
+            iscale[j] = (rmin + rdelta * F32(step) + F32(nmax)) / (vmax[j] - vmin[j]) if active[j] else F32(0.0)
+            sum_l[j] = F32(0.0)
+            sum_l2[j] = F32(0.0)
+            sum_xl[j] = F32(0.0)
+        for i in range(n):
+            for j in range(nl):
+                l = min(F32(nmax), max(F32(0.0), np.rint(iscale[j] * (xT[i, j] - vmin[j]))))
+                LauxT[i, j] = np.int32(l)
+                w = wT[i, j]
+                sum_l[j] += w * l
+                sum_l2[j] += w * l * l
+                sum_xl[j] += w * l * xT[i, j]
+        for j in range(nl):
+            D = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j]
+            if D > 0:
+                this_scale[j] = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / D
+                this_min[j] = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / D
+                if this_min[j] > 0:
+                    this_min[j] = F32(0.0)
+                    this_scale[j] = sum_xl[j] / sum_l2[j]
+            cur[j] = F32(0.0)
+        for i in range(n):
+            for j in range(nl):
+                diff = this_scale[j] * F32(LauxT[i, j]) + this_min[j] - xT[i, j]
+                cur[j] += wT[i, j] * (abs(diff) if use_mad else diff * diff)
+        for j in range(nl):
+            D = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j]
+            if active[j] and D > 0 and cur[j] < best[j]:
+                for i in range(n):
+                    LT[i, j] = LauxT[i, j]
+                best[j] = cur[j]
+                scale[j] = this_scale[j]
+                vmin[j] = this_min[j]
+    for j in range(nl):
+        if not active[j]:
+            for i in range(n):
+                LT[i, j] = 0
+            scales[j] = F32(0.0)
+        else:
+            scales[j] = scale[j]
+        mins[j] = -vmin[j]
+
+
 @njit(cache=True, inline="always")
 def _pack_2bit(L, out, o):
     """Four 2-bit levels per byte: byte l of each 32-byte group holds L[l], L[l+32], L[l+64], L[l+96]."""
@@ -369,20 +450,27 @@ def dequantize_q3_k(raw, out):
 # ---------------------------------------------------------------- Q4_K and Q5_K
 
 @njit(cache=True, inline="always")
-def _quantize_scale_min_blocks(xb, nmax, rmin, rdelta, nstep, L, Laux, weights, scales, mins):
-    """Eight 32-element sub-blocks, each fitted with make_qkx2_quants; returns (max scale, max min)."""
+def _quantize_scale_min_blocks(xb, nmax, rmin, rdelta, nstep, L, xT, wT, LT, LauxT, st, scales, mins):
+    """Eight 32-element sub-blocks, fitted side by side with make_qkx2_quants_lanes; returns (max scale, max min)."""
+    for j in range(8):
+        for i in range(32):
+            xT[i, j] = xb[32 * j + i]
+    for j in range(8):
+        st[0, j] = F32(0.0)
+    for i in range(32):
+        for j in range(8):
+            st[0, j] += xT[i, j] * xT[i, j]
+    for j in range(8):
+        st[1, j] = np.sqrt(st[0, j] / F32(32.0))
+    for i in range(32):
+        for j in range(8):
+            wT[i, j] = st[1, j] + abs(xT[i, j])
+    make_qkx2_quants_lanes(32, nmax, xT, wT, LT, LauxT, rmin, rdelta, nstep, False, scales, mins, st)
     max_scale = F32(0.0)
     max_min = F32(0.0)
     for j in range(8):
-        sum_x2 = F32(0.0)
-        for l in range(32):
-            sum_x2 += xb[32 * j + l] * xb[32 * j + l]
-        av_x = np.sqrt(sum_x2 / F32(32.0))
-        for l in range(32):
-            weights[l] = av_x + abs(xb[32 * j + l])
-        scales[j], mins[j] = make_qkx2_quants(32, nmax, xb[32 * j:32 * j + 32], weights,
-                                              L[32 * j:32 * j + 32], Laux,
-                                              rmin, rdelta, nstep, False)
+        for i in range(32):
+            L[32 * j + i] = LT[i, j]
         max_scale = max(max_scale, scales[j])
         max_min = max(max_min, mins[j])
     return max_scale, max_min
@@ -421,8 +509,11 @@ def quantize_q4_k(x, out):
     nb = x.size // QK_K
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(QK_K, np.int32)
-        Laux = np.empty(32, np.int32)
-        weights = np.empty(32, np.float32)
+        xT = np.empty((32, 8), np.float32)
+        wT = np.empty((32, 8), np.float32)
+        LT = np.empty((32, 8), np.int32)
+        LauxT = np.empty((32, 8), np.int32)
+        st = np.empty((14, 8), np.float32)
         scales = np.empty(8, np.float32)
         mins = np.empty(8, np.float32)
         ls = np.empty(8, np.int32)
@@ -431,7 +522,7 @@ def quantize_q4_k(x, out):
             xb = x[b * QK_K:(b + 1) * QK_K]
             o = b * 144
             max_scale, max_min = _quantize_scale_min_blocks(xb, 15, F32(-1.0), F32(0.1), 20,
-                                                            L, Laux, weights, scales, mins)
+                                                            L, xT, wT, LT, LauxT, st, scales, mins)
             _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
             _requantize_scale_min(xb, out, o, 15, L)
             for j in range(0, QK_K, 64):
@@ -462,8 +553,11 @@ def quantize_q5_k(x, out):
     nb = x.size // QK_K
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(QK_K, np.int32)
-        Laux = np.empty(32, np.int32)
-        weights = np.empty(32, np.float32)
+        xT = np.empty((32, 8), np.float32)
+        wT = np.empty((32, 8), np.float32)
+        LT = np.empty((32, 8), np.int32)
+        LauxT = np.empty((32, 8), np.int32)
+        st = np.empty((14, 8), np.float32)
         scales = np.empty(8, np.float32)
         mins = np.empty(8, np.float32)
         ls = np.empty(8, np.int32)
@@ -472,7 +566,7 @@ def quantize_q5_k(x, out):
             xb = x[b * QK_K:(b + 1) * QK_K]
             o = b * 176
             max_scale, max_min = _quantize_scale_min_blocks(xb, 31, F32(-0.5), F32(0.1), 15,
-                                                            L, Laux, weights, scales, mins)
+                                                            L, xT, wT, LT, LauxT, st, scales, mins)
             _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
             _requantize_scale_min(xb, out, o, 31, L)
             for k in range(32):

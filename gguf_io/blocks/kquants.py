@@ -23,50 +23,6 @@ CHUNK = 64  # super-blocks per parallel work item (scratch buffers are per item)
 # ---------------------------------------------------------------- level search helpers
 
 @njit(cache=True)
-def make_qx_quants(n, nmax, x, L):
-    """Symmetric levels in [-nmax, nmax) with an x^2-weighted scale search (rmse_type 1)."""
-    vmax = F32(0.0)
-    amax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
-    if amax < GROUP_MAX_EPS:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    iscale = F32(-nmax) / vmax
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-        L[i] = l + nmax
-        w = x[i] * x[i]
-        sumlx += w * x[i] * F32(l)
-        suml2 += w * F32(l) * F32(l)
-    scale = sumlx / suml2 if suml2 != 0 else F32(0.0)
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -(F32(nmax) + F32(0.1) * F32(step)) / vmax
-        sumlx = F32(0.0)
-        suml2 = F32(0.0)
-        for i in range(n):
-            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            w = x[i] * x[i]
-            sumlx += w * x[i] * F32(l)
-            suml2 += w * F32(l) * F32(l)
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
-    return scale
-
-
-@njit(cache=True)
 def make_q3_quants(n, nmax, x, L):
     """Symmetric levels with iterative x^2-weighted refinement (make_q3_quants, do_rmse)."""
     vmax = F32(0.0)
@@ -113,84 +69,66 @@ def make_q3_quants(n, nmax, x, L):
 
 
 @njit(cache=True)
-def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
-    """Asymmetric levels in [0, nmax] with a weighted search over scale and min.
-
-    Returns (scale, -min) like ggml's (return value, *the_min)."""
-    vmin = x[0]
-    vmax = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < vmin:
-            vmin = x[i]
-        if x[i] > vmax:
-            vmax = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if vmin > 0:
-        vmin = F32(0.0)
-    if vmax == vmin:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0), -vmin
-    iscale = F32(nmax) / (vmax - vmin)
-    scale = F32(1.0) / iscale
-    best_error = F32(0.0)
+def make_qx_quants_lanes(n, nmax, xT, LT, LauxT, scales, st):
+    """ggml's make_qx_quants (rmse_type 1) for the groups in the columns of xT (n, lanes), side by side
+    like make_qkx2_quants_lanes. `st` is (6, lanes) scratch."""
+    nl = xT.shape[1]
+    vmax, amax, iscale, sumlx, suml2, best = st[0], st[1], st[2], st[3], st[4], st[5]
+    for j in range(nl):
+        vmax[j] = F32(0.0)
+        amax[j] = F32(0.0)
     for i in range(n):
-        l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
-        L[i] = l
-        diff = scale * F32(l) + vmin - x[i]
-        diff = abs(diff) if use_mad else diff * diff
-        best_error += weights[i] * diff
-    if nstep < 1:
-        return scale, -vmin
-    for step in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (vmax - vmin)
-        sum_l = F32(0.0)
-        sum_l2 = F32(0.0)
-        sum_xl = F32(0.0)
+        for j in range(nl):
+            ax = abs(xT[i, j])
+            if ax > amax[j]:
+                amax[j] = ax
+                vmax[j] = xT[i, j]
+    for k in range(19):
+        step = 0 if k == 0 else (k - 10 if k <= 9 else k - 9)     # the plain scale first, then -9..-1, 1..9
+        for j in range(nl):
+            iscale[j] = -(F32(nmax) + F32(0.1) * F32(step)) / vmax[j] if amax[j] >= GROUP_MAX_EPS else F32(0.0)
+            if k == 0:
+                iscale[j] = F32(-nmax) / vmax[j] if amax[j] >= GROUP_MAX_EPS else F32(0.0)
+            sumlx[j] = F32(0.0)
+            suml2[j] = F32(0.0)
         for i in range(n):
-            l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
-            Laux[i] = l
-            w = weights[i]
-            fl = F32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > 0:
-                this_min = F32(0.0)
-                this_scale = sum_xl / sum_l2
-            cur_error = F32(0.0)
-            for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
-                diff = abs(diff) if use_mad else diff * diff
-                cur_error += weights[i] * diff
-            if cur_error < best_error:
+            for j in range(nl):
+                l = min(F32(nmax - 1), max(F32(-nmax), np.rint(iscale[j] * xT[i, j])))
+                LauxT[i, j] = np.int32(l) + nmax
+                w = xT[i, j] * xT[i, j]
+                sumlx[j] += w * xT[i, j] * l
+                suml2[j] += w * l * l
+        for j in range(nl):
+            if k == 0:
                 for i in range(n):
-                    L[i] = Laux[i]
-                best_error = cur_error
-                scale = this_scale
-                vmin = this_min
-    return scale, -vmin
+                    LT[i, j] = LauxT[i, j]
+                scales[j] = sumlx[j] / suml2[j] if suml2[j] != 0 else F32(0.0)
+                best[j] = scales[j] * sumlx[j]
+            elif suml2[j] > 0 and sumlx[j] * sumlx[j] > best[j] * suml2[j]:
+                for i in range(n):
+                    LT[i, j] = LauxT[i, j]
+                scales[j] = sumlx[j] / suml2[j]
+                best[j] = scales[j] * sumlx[j]
+    for j in range(nl):
+        if amax[j] < GROUP_MAX_EPS:
+            for i in range(n):
+                LT[i, j] = 0
+            scales[j] = F32(0.0)
 
 
 @njit(cache=True)
 def make_qkx2_quants_lanes(n, nmax, xT, wT, LT, LauxT, rmin, rdelta, nstep, use_mad, scales, mins, st):
-    """make_qkx2_quants for several groups at once: column j of xT (n, lanes) is group j.
+    """ggml's make_qkx2_quants for several groups at once: column j of xT (n, lanes) is group j.
 
-    Every group runs exactly the scalar version's float32 operations in the same order, so the
-    result is bit-identical; the groups sit side by side so each step is one SIMD operation
-    across them instead of a chain of dependent scalar additions. `st` is (14, lanes) scratch."""
+    Every group runs exactly ggml's float32 operations in the same order, so the result is
+    bit-identical; the groups sit side by side so each step is one SIMD operation across them
+    instead of a chain of dependent scalar additions (ggml's sums are sequential, and C without
+    fast-math cannot reorder them either). Returns through scales, mins (the negated min).
+    `st` is (14, lanes) scratch. Levels use rint, equal to ggml's nearest_int in this range."""
     nl = xT.shape[1]
     vmin, vmax, sum_w, sum_x, scale, best = st[0], st[1], st[2], st[3], st[4], st[5]
     iscale, sum_l, sum_l2, sum_xl, this_scale, this_min, cur = st[6], st[7], st[8], st[9], st[10], st[11], st[12]
-    active = st[13]            # 1 where the group is not constant (the scalar version returns early otherwise)
+    active = st[13]            # 1 where the group is not constant (ggml returns early otherwise)
     for j in range(nl):
         vmin[j] = xT[0, j]
         vmax[j] = xT[0, j]
@@ -300,21 +238,26 @@ def quantize_q2_k(x, out):
     nb = x.size // QK_K
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(QK_K, np.int32)
-        Laux = np.empty(16, np.int32)
-        weights = np.empty(16, np.float32)
         mins = np.empty(16, np.float32)
         scales = np.empty(16, np.float32)
+        xT = np.empty((16, 16), np.float32)
+        wT = np.empty((16, 16), np.float32)
+        LT = np.empty((16, 16), np.int32)
+        LauxT = np.empty((16, 16), np.int32)
+        st = np.empty((14, 16), np.float32)
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             xb = x[b * QK_K:(b + 1) * QK_K]
             o = b * 84
             max_scale = F32(0.0)
             max_min = F32(0.0)
             for j in range(16):
-                for l in range(16):
-                    weights[l] = abs(xb[16 * j + l])
-                scales[j], mins[j] = make_qkx2_quants(16, 3, xb[16 * j:16 * j + 16], weights,
-                                                      L[16 * j:16 * j + 16], Laux,
-                                                      F32(-0.5), F32(0.1), 15, True)
+                for i in range(16):
+                    xT[i, j] = xb[16 * j + i]
+                    wT[i, j] = abs(xb[16 * j + i])
+            make_qkx2_quants_lanes(16, 3, xT, wT, LT, LauxT, F32(-0.5), F32(0.1), 15, True, scales, mins, st)
+            for j in range(16):
+                for i in range(16):
+                    L[16 * j + i] = LT[i, j]
                 max_scale = max(max_scale, scales[j])
                 max_min = max(max_min, mins[j])
             if max_scale > 0:
@@ -617,14 +560,23 @@ def quantize_q6_k(x, out):
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(QK_K, np.int32)
         scales = np.empty(16, np.float32)
+        xT = np.empty((16, 16), np.float32)
+        LT = np.empty((16, 16), np.int32)
+        LauxT = np.empty((16, 16), np.int32)
+        st = np.empty((6, 16), np.float32)
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             xb = x[b * QK_K:(b + 1) * QK_K]
             o = b * 210
             max_scale = F32(0.0)
             max_abs_scale = F32(0.0)
             for ib in range(16):
-                scale = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16])
-                scales[ib] = scale
+                for i in range(16):
+                    xT[i, ib] = xb[16 * ib + i]
+            make_qx_quants_lanes(16, 32, xT, LT, LauxT, scales, st)
+            for ib in range(16):
+                for i in range(16):
+                    L[16 * ib + i] = LT[i, ib]
+                scale = scales[ib]
                 if abs(scale) > max_abs_scale:
                     max_abs_scale = abs(scale)
                     max_scale = scale

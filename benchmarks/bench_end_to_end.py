@@ -2,9 +2,8 @@
 
     python benchmarks/bench_end_to_end.py [-t 2] [-r 3] [--quick]
 
-Files: SmolLM2-135M-Instruct as packaged (Q4_1), requantized by this script to Q4_0, Q8_0, Q6_K and F16
-(every matrix, "pure"; rows that are not a whole number of 256-element super-blocks fall back as
-llama-quantize does, Q6_K -> Q8_0), and Gemma 3 270M Q4_K_M. Columns: pp512 and tg128 tokens/s (runs
+Files: SmolLM2-135M-Instruct as packaged (Q4_1), requantized by `nibble quantize` (llama-quantize's mixes,
+the same bytes) to Q4_0, Q8_0, Q4_K_M, Q6_K and F16, and Gemma 3 270M Q4_K_M. Columns: pp512 and tg128 tokens/s (runs
 interleaved), load-to-first-token in a fresh process with a warm JIT cache, and peak RSS of that process.
 Needs llama-cpp-python for the llama.cpp columns.
 """
@@ -15,35 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from gguf import GGMLQuantizationType as T
-
-from gguf_io import GGUFWriter, open_gguf, quantize
 from runtime import resolve_model
+from runtime.quantize import quantize_file
 from runtime.registry import cache_dir
 from tools import bench
 
-FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.IQ4_NL, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
-FILE_TYPE = {T.F16: 1, T.Q4_0: 2, T.Q8_0: 7, T.Q6_K: 18}
-
-
-def requantized(source, qtype):
-    """SmolLM2 with every matrix in `qtype` (cached next to the models)."""
-    out = cache_dir() / f"{source.stem}-pure-{qtype.name}.gguf"
-    if out.exists():
-        return out
-    with open_gguf(source) as gguf, GGUFWriter(out) as writer:
-        writer.add_all_metadata(gguf.metadata, gguf.metadata_types, skip={"general.file_type"})
-        writer.add_metadata("general.file_type", FILE_TYPE[qtype], gguf.metadata_types["general.file_type"])
-        plan = {}
-        for name, tensor in gguf.tensors.items():
-            target = qtype if len(tensor.shape) == 2 else tensor.type
-            if target in FALLBACK and tensor.shape[-1] % 256:
-                target = FALLBACK[target]
-            plan[name] = target
-            writer.add_tensor(name, tensor.shape, target)
-        for name, tensor in gguf.tensors.items():
-            data = tensor.raw if plan[name] == tensor.type else quantize(tensor.dequantize(), plan[name])
-            writer.write_tensor(name, data)
+def requantized(source, mix):
+    """SmolLM2 quantized by `nibble quantize` to a llama.cpp mix (cached next to the models)."""
+    out = cache_dir() / f"{source.stem}-{mix}.gguf"
+    if not out.exists():
+        quantize_file(source, out, mix)
     return out
 
 
@@ -81,7 +61,7 @@ def main():
     n_prompt, n_gen, reps = (128, 32, 1) if args.quick else (512, 128, args.repetitions)
     smollm = resolve_model("smollm2-135m-instruct")
     files = [("SmolLM2-135M Q4_1 (packaged)", smollm)]
-    files += [(f"SmolLM2-135M {q.name}", requantized(smollm, q)) for q in (T.Q4_0, T.Q8_0, T.Q6_K, T.F16)]
+    files += [(f"SmolLM2-135M {mix}", requantized(smollm, mix)) for mix in ("Q4_0", "Q8_0", "Q4_K_M", "Q6_K", "F16")]
     files.append(("Gemma 3 270M Q4_K_M", resolve_model("gemma3-270m")))
     options = argparse.Namespace(n_prompt=n_prompt, n_gen=n_gen, repetitions=reps)
     rows = []

@@ -41,6 +41,7 @@ class SafeTensor:
     shape: tuple
     data: np.ndarray      # zero-copy view of the mapped file (BF16 as uint16)
     file: "SafeTensorsFile"
+    offset: int = 0       # of data in the file
 
     def to_float32(self):
         if self.dtype == "BF16":
@@ -71,11 +72,13 @@ class SafeTensorsFile:
             start, end = info["data_offsets"]
             np_dtype = SAFETENSORS_DTYPES[dtype]
             data = np.frombuffer(self._map, np_dtype, (end - start) // np.dtype(np_dtype).itemsize, base + start)
-            self.tensors[name] = SafeTensor(name, dtype, tuple(info["shape"]), data, self)
+            self.tensors[name] = SafeTensor(name, dtype, tuple(info["shape"]), data, self, base + start)
 
-    def drop_resident_pages(self):
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def drop_resident_pages(self, offset, length):
+        """Let the OS reclaim the pages of bytes offset..offset+length once they are converted."""
+        if hasattr(mmap, "MADV_DONTNEED") and length > 0:
+            start = offset - offset % mmap.PAGESIZE
+            self._map.madvise(mmap.MADV_DONTNEED, start, min(len(self._map), offset + length) - start)
 
 
 def open_checkpoint(folder) -> dict:
@@ -479,7 +482,7 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
             parts = _tensor_parts(name, t, qtype, arch, config)
             out.write_tensor_parts(name, parts)
             if isinstance(t, SafeTensor):
-                t.file.drop_resident_pages()
+                t.file.drop_resident_pages(t.offset, t.data.nbytes)
                 if progress:
                     progress(t.data.nbytes)
             output_bytes += block_format(qtype).row_bytes(t.shape[-1]) * (int(np.prod(t.shape)) // t.shape[-1])
@@ -507,8 +510,10 @@ def _tensor_parts(name, t, qtype, arch, config):
     rows = t.data.reshape(-1, n_cols)
     step = max(1, PART_ELEMENTS // n_cols)
     for first in range(0, rows.shape[0], step):
-        chunk = SafeTensor(t.name, t.dtype, (min(step, rows.shape[0] - first), n_cols), rows[first:first + step], t.file)
+        part = rows[first:first + step]
+        chunk = SafeTensor(t.name, t.dtype, part.shape, part, t.file)
         yield quantize(arch.tensor(name, chunk.to_float32(), config), qtype)
+        t.file.drop_resident_pages(t.offset + first * rows.strides[0], part.nbytes)
 
 
 def _write_metadata(out, arch, config, folder, vocab, file_type):

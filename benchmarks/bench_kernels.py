@@ -15,29 +15,14 @@ import time
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads
 
-from cpu_kernels import KERNELS, PackedWeight
+from cpu_kernels import KERNELS, PackedWeight, read_bandwidth
 from gguf_io import FORMATS, open_gguf, quantize
 from runtime import resolve_model
 
 GOAL_60 = {T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K}
 STREAM_BYTES = 160e6       # more than the 32 MiB L3 several times over
-
-
-@njit(parallel=True, fastmath=True)
-def _parallel_sum(a):
-    total = 0.0
-    for i in prange(a.size):
-        total += a[i]
-    return total
-
-
-def read_bandwidth():
-    a = np.ones(1 << 28, np.float32)       # 1 GiB
-    _parallel_sum(a)
-    best = min(_timed(lambda: _parallel_sum(a)) for _ in range(5))
-    return a.nbytes / best / 1e9
 
 
 def _timed(fn):

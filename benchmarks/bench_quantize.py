@@ -7,7 +7,9 @@ the table gives file size, bits per weight, perplexity on the shipped text
 (benchmarks/data/python-language-reference.txt, chunks of 512, second halves scored), mean KL
 divergence from the base and top-1 agreement with it, for nibble's file and llama-quantize's file
 side by side (scored by nibble; when the two files hold the same tensors the numbers are equal),
-then the time and peak RSS of each tool as a fresh process on the same machine.
+then the time and peak RSS of each tool as a fresh process on the same machine (and, of that time,
+the quantizing itself: a fresh Python process spends about 0.9 s importing numpy and Numba and
+initializing Numba's code loader before nibble's first kernel runs).
 Needs llama-cpp-python (llama-quantize is reached through its C API).
 """
 import argparse
@@ -30,20 +32,23 @@ from data.make_quantize_cases import tensor_digest  # noqa: E402
 TEXT = Path(__file__).parent / "data" / "python-language-reference.txt"
 
 LLAMA_QUANTIZE = r"""
-import ctypes, sys, llama_cpp, gguf
+import ctypes, sys, time, llama_cpp, gguf
 src, dst, mix = sys.argv[1:4]
 p = llama_cpp.llama_model_quantize_default_params()
 p.nthread = int(sys.argv[4])
 p.ftype = int(gguf.LlamaFileType.ALL_F32 if mix == "F32" else gguf.LlamaFileType["MOSTLY_" + mix])
+start = time.perf_counter()
 if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p)):
     sys.exit(1)
+print(time.perf_counter() - start)
 """ + "\n"
 
 NIBBLE_QUANTIZE = """
 import sys
-from tools.cli import main
-if main(["quantize", *sys.argv[1:4], "-t", sys.argv[4]]):
-    sys.exit(1)
+from runtime.quantize import quantize_file
+from cpu_kernels import set_threads
+set_threads(int(sys.argv[4]))
+print(quantize_file(*sys.argv[1:4]).seconds)
 """
 
 PEAK_RSS = """
@@ -54,13 +59,15 @@ for line in open("/proc/self/status"):
 
 
 def timed_process(script, *args):
-    """Wall seconds and peak RSS (MB, the process's own VmHWM) of a fresh Python process running `script`."""
+    """(wall seconds, seconds the script reports for the work itself, peak RSS in MB: the process's own VmHWM)
+    of a fresh Python process running `script`."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", script + PEAK_RSS, *map(str, args)], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
-    return seconds, float(out.stdout.split()[-1])
+    work, peak = out.stdout.split()[-2:]
+    return seconds, float(work), float(peak)
 
 
 def quantize_both(base, work, mix, threads):
@@ -99,11 +106,13 @@ def main():
             del base_model
             print(f"\n## {name} (base F16, PPL {base_ppl:.4f})\n")
             print("| type | size MB | bpw | PPL nibble / llama-quantize | KLD nibble / llama-quantize | "
-                  "top-1 % nibble / llama-quantize | same file | quantize s nibble / llama-quantize | "
+                  "top-1 % nibble / llama-quantize | same file | process s nibble / llama-quantize | "
+                  "of which quantizing | "
                   "peak RSS MB nibble / llama-quantize |")
-            print("|---|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for mix in args.types:
-                ours, theirs, (s_ours, m_ours), (s_theirs, m_theirs) = quantize_both(base, work, mix, args.threads)
+                ours, theirs, (s_ours, w_ours, m_ours), (s_theirs, w_theirs, m_theirs) = \
+                    quantize_both(base, work, mix, args.threads)
                 with open_gguf(ours) as a, open_gguf(theirs) as b:
                     same = tensor_digest(a) == tensor_digest(b)
                 size, bpw, q_ours = quality(ours, tokens, base_chunks, args.chunks)
@@ -111,6 +120,7 @@ def main():
                 print(f"| {mix} | {size / 1e6:.1f} | {bpw:.2f} | {q_ours.ppl:.4f} / {q_theirs.ppl:.4f} | "
                       f"{q_ours.kl_mean:.5f} / {q_theirs.kl_mean:.5f} | {100 * q_ours.top1_agreement:.2f} / "
                       f"{100 * q_theirs.top1_agreement:.2f} | {'yes' if same else 'no'} | {s_ours:.2f} / {s_theirs:.2f} | "
+                      f"{w_ours:.2f} / {w_theirs:.2f} | "
                       f"{m_ours:.0f} / {m_theirs:.0f} |", flush=True)
                 ours.unlink()
                 theirs.unlink()

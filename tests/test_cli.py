@@ -126,3 +126,27 @@ def test_bench_warns_about_more_threads_than_cores(capsys, smollm2_path):
     too_many = (os.cpu_count() or 1) + 1
     code, out, err = run(capsys, "bench", "-p", "0", "-n", "2", "-r", "1", "-t", str(too_many))
     assert code == 0 and "more than the" in err and "tg2" in out   # warned, then ran on the cores there are
+
+
+def test_bench_profile_accounts_for_the_forward_time(capsys, smollm2_path):
+    code, out, err = run(capsys, "bench", "-p", "16", "-n", "4", "--profile")
+    assert code == 0 and "## pp16" in out and "## tg4" in out
+    tg = out.split("## tg4")[1]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in tg.splitlines() if line.startswith("| ")}
+    assert {"matvec q+k+v", "matvec gate+up", "matvec down", "attention", "python (between kernels)", "total"} <= set(rows)
+    assert rows["matvec q+k+v"][2].strip() == "30"                   # once per layer per token
+    shares = [float(r[4].strip().rstrip("%")) for name, r in rows.items() if name not in ("op", "total")
+              and r[4].strip().endswith("%")]
+    assert abs(sum(shares) - 100) < 1.0                               # the ops and the Python between them add up
+    assert "% of bandwidth" in tg and "ms/token by layer: 0:" in tg
+
+
+def test_profile_restores_the_model(smollm2_path):
+    from runtime.model import Model
+    from runtime.profile import Profile
+    import runtime.model as model_module
+    model = Model(smollm2_path)
+    project = model_module._project
+    with Profile(model).active():
+        model.forward([1, 2], model.new_cache(8))
+    assert model_module._project is project and "forward" not in vars(model) and "matvec" not in vars(model.output)

@@ -10,6 +10,7 @@ Examples:
   nibble bench                                   # SmolLM2, pp512 and tg128, 3 runs
   nibble bench -m gemma3-270m -t 2 --vs-llama-cpp
   nibble bench -p 128 -n 32 -r 5 --json
+  nibble bench -m gemma3-270m --profile         # time per op and per layer, Python overhead
 """
 import json
 import os
@@ -19,8 +20,10 @@ import time
 
 import numpy as np
 
+import cpu_kernels as K
 from runtime import DEFAULT_MODEL, resolve_model
 from runtime.model import Model
+from runtime.profile import Profile
 
 HELP = "measure prompt and generation tokens/s (optionally against llama.cpp)"
 
@@ -33,6 +36,9 @@ def setup_arg_parser(parser):
     parser.add_argument("-r", "--repetitions", type=int, default=3, help="measured runs per test (default: 3)")
     parser.add_argument("--vs-llama-cpp", action="store_true", help="also run llama.cpp on the same file")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the speed table: where one pp and one tg run spend their time, per op and "
+                             "per layer, with the weights' GB/s next to this machine's read bandwidth")
 
 
 class NibbleEngine:
@@ -111,6 +117,8 @@ def main(args):
     path = resolve_model(args.model)
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     engines = [NibbleEngine(path, args.threads, n_ctx, max(args.n_prompt, 1))]
+    if args.profile:
+        return profile(engines[0], args, path)
     if args.vs_llama_cpp:
         try:
             engines.append(LlamaCppEngine(path, engines[0].threads, n_ctx, max(args.n_prompt, 1)))
@@ -130,4 +138,26 @@ def main(args):
         ratio = f"{r['tokens_per_second'] / reference[r['test']]:.2f}x" if r["test"] in reference else ""
         speed = f"{r['tokens_per_second']:.1f} ± {r['stdev']:.1f}"
         print(f"| {r['engine']:9s} | {r['threads']:>7d} | {r['test']:>6s} | {speed:>16s} | {ratio:>12s} |")
+    return 0
+
+
+def profile(engine, args, path):
+    """Print where a pp run and a tg run spend their time (after a warm-up of each)."""
+    model = engine.model
+    rng = np.random.default_rng(0)
+    print(f"{path.name}: {engine.threads} threads; measuring this machine's read bandwidth ...", file=sys.stderr)
+    bandwidth = K.read_bandwidth()
+    print(f"# {path.name}, {engine.threads} threads, read bandwidth {bandwidth:.1f} GB/s")
+    for test, n, per in (("pp", args.n_prompt, "call"), ("tg", args.n_gen, "token")):
+        if n <= 0:
+            continue
+        tokens = rng.integers(0, model.hp.n_vocab, n).tolist()
+        run = engine.prompt if test == "pp" else engine.generate
+        run(tokens)
+        recorder = Profile(model)
+        with recorder.active():
+            run(tokens)
+        print(f"\n## {test}{n}: {recorder.tokens / recorder.forward_seconds:.1f} tokens/s while profiled\n")
+        print("\n".join(recorder.table(bandwidth if test == "tg" else None, per=per)))
+        print("\n" + recorder.layer_line(per))
     return 0

@@ -257,19 +257,19 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
 
 
 def _converted_parts(tensor, new_type):
-    """The tensor's bytes in `new_type`, a slice of rows at a time (a view when the type is unchanged)."""
-    raw = tensor.raw
-    if tensor.type == new_type:
-        yield raw
-        return
+    """The tensor's bytes in `new_type`, a slice of rows at a time (views of the file when the type is
+    unchanged); the file pages of each slice are let go once it is converted."""
     n_cols = tensor.shape[-1]
     n_rows = tensor.n_elements // n_cols
     source_row_bytes = block_format(tensor.type).row_bytes(n_cols)
-    rows = raw.reshape(n_rows, source_row_bytes)
+    rows = tensor.raw.reshape(n_rows, source_row_bytes)
     step = max(1, ROWS_PER_PART_ELEMENTS // n_cols)
     for first in range(0, n_rows, step):
         chunk = rows[first:first + step]
-        yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type)
+        if tensor.type == new_type:
+            yield chunk
+        else:
+            yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type)
         tensor.drop_resident_pages(first * source_row_bytes, chunk.nbytes)
 
 

@@ -97,6 +97,7 @@ def use_more_bits(i, n):
 
 
 # Per mix, the rule for a category: (layer index i, layers n, n_head / n_head_kv) -> type or None (keep).
+# llama.cpp's extra rules for Falcon and for 8-expert MoE models are left out: nibble runs neither.
 ATTN_V_RULES = {
     "Q2_K": lambda i, n, gqa: T.Q4_K if gqa >= 4 else T.Q3_K,
     "Q3_K_M": lambda i, n, gqa: T.Q5_K if i < 2 else T.Q4_K,

@@ -444,7 +444,10 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
         config = {**config, **config["text_config"]}
     outtype = outtype.lower()
     if outtype not in OUTTYPES:
-        from .quantize import mix_by_name, quantize_file
+        from .quantize import MIXES, mix_by_name, quantize_file
+        if outtype.upper() not in MIXES:
+            raise ConvertError(f"unknown --outtype {outtype!r}; choose {', '.join(OUTTYPES)} or a quantize type "
+                               f"({', '.join(MIXES)})")
         mix = mix_by_name(outtype)
         fd, tmp = tempfile.mkstemp(suffix=".f32.gguf", dir=os.path.dirname(os.path.abspath(destination)))
         os.close(fd)

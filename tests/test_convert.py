@@ -110,6 +110,8 @@ def test_clear_errors(tmp_path, capsys):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
     with pytest.raises(ConvertError, match="pickle"):
         convert(tmp_path, tmp_path / "out.gguf")
+    with pytest.raises(ConvertError, match="unknown --outtype 'q9'"):
+        convert(tmp_path, tmp_path / "out.gguf", "q9")
     assert nibble(["convert", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.gguf")]) == 1
     assert "not a folder" in capsys.readouterr().err
     assert not (tmp_path / "out.gguf").exists()

@@ -15,7 +15,7 @@ constant (take a view of a field, `qs = P[2:18]`, rather than index `P[2 + j]`);
 codes only as unsigned values, F32(np.int32(v & mask)), never with an integer offset
 such as `q - 8`; apply every offset or min once per block through the activation sums
 S (sum_i (q_i - 8) x_i = sum_i q_i x_i - 8 sum_i x_i).
-Q2_K, Q3_K, Q5_K, Q6_K and the IQ4 types are not read natively: repack.py converts them
+Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, Q6_K and the IQ4 types are not read natively: repack.py converts them
 at load to int8 codes with float32 scales (dot_q8_16, dot_q8_16m).
 Activations stay float32: no 8-bit activation quantization (llama.cpp quantizes them
 to Q8_0/Q8_K; nibble does not, so its logits stay closer to the exact reference).
@@ -47,28 +47,6 @@ def dot_q4_0(P, X, S, b, sub):
 @njit(cache=True, inline="always")
 def dot_q4_1(P, X, S, b, sub):
     return half(P, b, 0) * _nibbles_dot(P[4:20], X, b) + half(P, b, 2) * (S[0, b] + S[1, b])
-
-
-@njit(cache=True, inline="always")
-def _fifth_bits_dot(P, X, b, qh_at):
-    """sum of 16 * x over the elements whose fifth bit (in the 32-bit qh) is set."""
-    qh = word(P, b, qh_at)
-    s = F32(0.0)
-    for j in range(32):
-        s += F32(np.int32((qh >> j) & 1)) * X[j, b]
-    return F32(16.0) * s
-
-
-@njit(cache=True, inline="always")
-def dot_q5_0(P, X, S, b, sub):
-    s = _nibbles_dot(P[6:22], X, b) + _fifth_bits_dot(P, X, b, 2) - F32(16.0) * (S[0, b] + S[1, b])
-    return half(P, b, 0) * s
-
-
-@njit(cache=True, inline="always")
-def dot_q5_1(P, X, S, b, sub):
-    s = _nibbles_dot(P[8:24], X, b) + _fifth_bits_dot(P, X, b, 4)
-    return half(P, b, 0) * s + half(P, b, 2) * (S[0, b] + S[1, b])
 
 
 @njit(cache=True, inline="always")

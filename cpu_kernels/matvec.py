@@ -60,16 +60,6 @@ def matvec_q4_1(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def matvec_q5_0(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q5_0, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def matvec_q5_1(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
-    _interleaved_matvec(dots.dot_q5_1, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
 def matvec_q8_0(g16, p8, p4, x16, x8, x4, s16, s8, s4, out):
     _interleaved_matvec(dots.dot_q8_0, g16, p8, p4, x16, x8, x4, s16, s8, s4, out, 1)
 

@@ -1,6 +1,6 @@
 """Load-time conversions for formats whose native codes do not vectorize well in Numba.
 
-The 2-, 3-, 5- and 6-bit K-quants and the IQ4 lookup codes are split across bit planes and
+The 2-, 3-, 5- and 6-bit K-quants, Q5_0/Q5_1 and the IQ4 lookup codes are split across bit planes and
 tables; unpacking them in the lane loop ran at 1-3 GB/s. At load they become one of two plain
 layouts, per 32 elements (one block):
 
@@ -8,7 +8,7 @@ layouts, per 32 elements (one block):
   Q8_16M  two float32 scales + two float32 mins + 32 int8 codes              (48 bytes)
 
 value = scale * code (- min), with scale and min the very products ggml's dequantize_row_*
-computes first (e.g. d * sc for Q6_K, d * sc and dmin * m for Q5_K), so dequantizing the
+computes first (e.g. d * sc for Q6_K, d * sc and dmin * m for Q5_K, d and -m for Q5_1), so dequantizing the
 repacked bytes gives ggml's values bit for bit. Both layouts use the Q8_0-style kernel, at the
 cost of more bytes per weight (1.25 or 1.5 instead of 0.33-0.82).
 """
@@ -124,6 +124,37 @@ def _from_q5_k(src, dst):
             _put_code(out, index, nibble | (fifth << 4))
 
 
+@njit(cache=True, inline="always")
+def _put_fifth_bit_codes(block, out, qh_at, qs_at, offset):
+    """Q5_0/Q5_1 codes: low nibbles of qs with bit j (or j + 16) of qh as the fifth bit, minus `offset`."""
+    qh = np.int64(block[qh_at]) | (np.int64(block[qh_at + 1]) << 8) | (np.int64(block[qh_at + 2]) << 16) \
+        | (np.int64(block[qh_at + 3]) << 24)
+    for j in range(16):
+        q = np.int32(block[qs_at + j])
+        _put_code(out, j, ((q & 15) | np.int32(((qh >> j) << 4) & 16)) - offset)
+        _put_code(out, 16 + j, ((q >> 4) | np.int32((qh >> (j + 12)) & 16)) - offset)
+
+
+@njit(cache=True, parallel=True)
+def _from_q5_0(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d = _f16(block, 0)
+        _put_group(out, 0, d, F32(0.0))
+        _put_group(out, 1, d, F32(0.0))
+        _put_fifth_bit_codes(block, out, 2, 6, 16)
+
+
+@njit(cache=True, parallel=True)
+def _from_q5_1(src, dst):
+    for i in prange(src.shape[0]):
+        block, out = src[i], dst[i]
+        d, m = _f16(block, 0), _f16(block, 2)
+        _put_group(out, 0, d, -m)          # scale * code - (-m) is exactly ggml's x * d + m
+        _put_group(out, 1, d, -m)
+        _put_fifth_bit_codes(block, out, 4, 8, 0)
+
+
 @njit(cache=True, parallel=True)
 def _from_iq4_nl(src, dst):
     for i in prange(src.shape[0]):
@@ -168,6 +199,8 @@ repack_q6_k = _repacker(_from_q6_k, 256, 210, Q8_16_BYTES)
 repack_q3_k = _repacker(_from_q3_k, 256, 110, Q8_16_BYTES)
 repack_q2_k = _repacker(_from_q2_k, 256, 84, Q8_16M_BYTES)
 repack_q5_k = _repacker(_from_q5_k, 256, 176, Q8_16M_BYTES)
+repack_q5_0 = _repacker(_from_q5_0, 32, 22, Q8_16_BYTES)
+repack_q5_1 = _repacker(_from_q5_1, 32, 24, Q8_16M_BYTES)
 repack_iq4_nl = _repacker(_from_iq4_nl, 32, 18, Q8_16_BYTES)
 repack_iq4_xs = _repacker(_from_iq4_xs, 256, 136, Q8_16_BYTES)
 

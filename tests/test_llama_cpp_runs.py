@@ -1,7 +1,7 @@
 """Files nibble writes run in llama.cpp: the record (tests/data/llama-cpp-runs.json, made by
 make_llama_cpp_runs.py with llama-cpp-python) holds, per file, a digest and llama.cpp's greedy
-24 tokens on the golden prompts. Here each file is rebuilt, checked to be that same file, and run
-in nibble.
+24 tokens on the golden prompts. Here each file is rebuilt, checked to be that same file, run in
+nibble, and deleted (they take gigabytes together).
 
 F16 files: the same greedy text. Quantized files: llama.cpp multiplies with 8-bit activations
 (nibble keeps float32), so near-ties can go the other way; along llama.cpp's whole path each of its
@@ -14,30 +14,22 @@ import pytest
 from runtime.model import Model
 
 from conftest import DATA, REAL_MODELS
-from data.make_llama_cpp_runs import MODELS as GOLDEN_LOGITS, build_files, file_digest
+from data.make_llama_cpp_runs import LABELS, MODELS as GOLDEN_LOGITS, build_file, file_digest
 
 RUNS = json.loads((DATA / "llama-cpp-runs.json").read_text())["runs"]
 MAX_GAP = 0.5
 
 
-@pytest.fixture(scope="module", params=REAL_MODELS)
-def built(request, f16_bases, hf_folders, tmp_path_factory):
-    model = request.param
-    files = build_files(model, tmp_path_factory.mktemp("llama-cpp-runs"), f16_bases[model], hf_folders[model])
+def test_record_covers_every_file():
+    assert all(list(RUNS[model]) == LABELS for model in REAL_MODELS)
+
+
+@pytest.mark.parametrize("model", REAL_MODELS)
+def test_greedy_text_against_llama_cpp(model, f16_bases, hf_folders, tmp_path):
     prompts = [c["tokens"] for c in json.loads((DATA / GOLDEN_LOGITS[model]).read_text())["cases"]]
-    return model, files, prompts
-
-
-def test_same_files_as_llama_cpp_ran(built):
-    model, files, _ = built
-    assert set(files) == set(RUNS[model])
-    for label, path in files.items():
-        assert file_digest(path) == RUNS[model][label]["digest"], label
-
-
-def test_greedy_text_against_llama_cpp(built):
-    model, files, prompts = built
-    for label, path in files.items():
+    for label in LABELS:
+        path = build_file(label, model, tmp_path, f16_bases[model], hf_folders[model])
+        assert file_digest(path) == RUNS[model][label]["digest"], label       # the file llama.cpp ran
         nibble = Model(path)
         for prompt, theirs in zip(prompts, RUNS[model][label]["llama_cpp_greedy"]):
             cache = nibble.new_cache(128)
@@ -50,3 +42,5 @@ def test_greedy_text_against_llama_cpp(built):
             if label.endswith(("F16", "f16")):
                 assert ours == theirs, label
             assert worst_gap < MAX_GAP, (label, worst_gap)
+        nibble.close()
+        path.unlink()

@@ -58,16 +58,18 @@ def llama_cpp_greedy(path, prompts):
     return runs
 
 
-def build_files(model, work, base, hf_folder):
-    """label -> path of every file the record covers, built by nibble from the F16 base and the HF folder."""
-    files = {}
-    for mix in MIXES:
-        files[f"quantize {mix}"] = work / f"{model}-{mix}.gguf"
-        quantize_file(base, files[f"quantize {mix}"], mix)
-    for outtype in CONVERTED:
-        files[f"convert {outtype}"] = work / f"{model}-convert-{outtype}.gguf"
-        convert(hf_folder, files[f"convert {outtype}"], outtype)
-    return files
+LABELS = [f"quantize {mix}" for mix in MIXES] + [f"convert {outtype}" for outtype in CONVERTED]
+
+
+def build_file(label, model, work, base, hf_folder):
+    """Build the file `label` names ("quantize Q4_K_M", "convert f16") with nibble; returns its path."""
+    kind, kind_type = label.split()
+    path = work / f"{model}-{kind}-{kind_type}.gguf"
+    if kind == "quantize":
+        quantize_file(base, path, kind_type)
+    else:
+        convert(hf_folder, path, kind_type)
+    return path
 
 
 def main():
@@ -78,9 +80,11 @@ def main():
         prompts = [c["tokens"] for c in json.loads((Path(__file__).parent / golden).read_text())["cases"]]
         base = work / f"{model}-F16-base.gguf"
         quantize_file(resolve_model(model), base, "F16")
-        files = build_files(model, work, base, export_gguf_to_hf(resolve_model(model), work / f"{model}-hf"))
-        runs[model] = {label: {"digest": file_digest(path), "llama_cpp_greedy": llama_cpp_greedy(path, prompts)}
-                       for label, path in files.items()}
+        hf_folder = export_gguf_to_hf(resolve_model(model), work / f"{model}-hf")
+        runs[model] = {}
+        for label in LABELS:
+            path = build_file(label, model, work, base, hf_folder)
+            runs[model][label] = {"digest": file_digest(path), "llama_cpp_greedy": llama_cpp_greedy(path, prompts)}
         print(model, "done", file=sys.stderr)
     OUT.write_text(json.dumps({"made_by": "llama-cpp-python 0.3.36 (n_ctx 128, greedy by argmax of its logits)",
                                "runs": runs}, indent=1) + "\n")

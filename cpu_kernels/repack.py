@@ -40,6 +40,13 @@ def _put_group(blocks, group, scale, minimum):
 
 
 @njit(cache=True, inline="always")
+def _put_block(blocks, block, scale, minimum):
+    """The same scale (and min) for both 16-element groups of 32-element block `block`."""
+    _put_group(blocks, 2 * block, scale, minimum)
+    _put_group(blocks, 2 * block + 1, scale, minimum)
+
+
+@njit(cache=True, inline="always")
 def _put_code(blocks, index, code):
     blocks[index >> 5, blocks.shape[1] - 32 + (index & 31)] = np.uint8(code & 255)
 
@@ -114,8 +121,7 @@ def _from_q5_k(src, dst):
         d, dmin = _f16(block, 0), _f16(block, 2)
         for sub in range(8):
             sc, m = _scale_min_k4(sub, block)
-            _put_group(out, 2 * sub, d * F32(sc), dmin * F32(m))
-            _put_group(out, 2 * sub + 1, d * F32(sc), dmin * F32(m))
+            _put_block(out, sub, d * F32(sc), dmin * F32(m))
         for index in range(256):
             g, rest = index >> 6, index & 63
             upper, lane = rest >> 5, rest & 31
@@ -139,9 +145,7 @@ def _put_fifth_bit_codes(block, out, qh_at, qs_at, offset):
 def _from_q5_0(src, dst):
     for i in prange(src.shape[0]):
         block, out = src[i], dst[i]
-        d = _f16(block, 0)
-        _put_group(out, 0, d, F32(0.0))
-        _put_group(out, 1, d, F32(0.0))
+        _put_block(out, 0, _f16(block, 0), F32(0.0))
         _put_fifth_bit_codes(block, out, 2, 6, 16)
 
 
@@ -149,9 +153,7 @@ def _from_q5_0(src, dst):
 def _from_q5_1(src, dst):
     for i in prange(src.shape[0]):
         block, out = src[i], dst[i]
-        d, m = _f16(block, 0), _f16(block, 2)
-        _put_group(out, 0, d, -m)          # scale * code - (-m) is exactly ggml's x * d + m
-        _put_group(out, 1, d, -m)
+        _put_block(out, 0, _f16(block, 0), -_f16(block, 2))    # scale * code - (-m) is exactly ggml's x * d + m
         _put_fifth_bit_codes(block, out, 4, 8, 0)
 
 
@@ -159,9 +161,7 @@ def _from_q5_1(src, dst):
 def _from_iq4_nl(src, dst):
     for i in prange(src.shape[0]):
         block, out = src[i], dst[i]
-        d = _f16(block, 0)
-        _put_group(out, 0, d, F32(0.0))
-        _put_group(out, 1, d, F32(0.0))
+        _put_block(out, 0, _f16(block, 0), F32(0.0))
         for j in range(16):
             q = np.int32(block[2 + j])
             _put_code(out, j, KVALUES_IQ4NL[q & 15])
@@ -176,9 +176,7 @@ def _from_iq4_xs(src, dst):
         scales_high = np.int32(block[2]) | (np.int32(block[3]) << 8)
         for sub in range(8):
             ls = ((np.int32(block[4 + sub // 2]) >> (4 * (sub % 2))) & 15) | (((scales_high >> (2 * sub)) & 3) << 4)
-            dl = d * F32(ls - 32)
-            _put_group(out, 2 * sub, dl, F32(0.0))
-            _put_group(out, 2 * sub + 1, dl, F32(0.0))
+            _put_block(out, sub, d * F32(ls - 32), F32(0.0))
             for j in range(16):
                 q = np.int32(block[8 + 16 * sub + j])
                 _put_code(out, 32 * sub + j, KVALUES_IQ4NL[q & 15])

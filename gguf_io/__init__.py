@@ -30,10 +30,10 @@ _previous_cache_dir = _use_versioned_numba_cache(Path(__file__).parent)
 
 from .errors import GGUFError
 from .formats import FORMATS, BlockFormat, block_format, dequantize, quantize
-from .reader import GGUFFile, GGUFTensor, open_gguf
+from .reader import GGUFFile, GGUFTensor, drop_mapped_pages, open_gguf
 from .writer import GGUFWriter
 
 numba.config.CACHE_DIR = _previous_cache_dir
 
-__all__ = ["GGUFError", "GGUFFile", "GGUFTensor", "GGUFWriter", "open_gguf",
+__all__ = ["GGUFError", "GGUFFile", "GGUFTensor", "GGUFWriter", "open_gguf", "drop_mapped_pages",
            "quantize", "dequantize", "FORMATS", "BlockFormat", "block_format"]

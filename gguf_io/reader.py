@@ -41,6 +41,17 @@ _u64 = struct.Struct("<Q").unpack_from
 _i32 = struct.Struct("<i").unpack_from
 
 
+def drop_mapped_pages(mapped, offset=0, length=None):
+    """Let the OS reclaim the resident pages of bytes offset..offset+length (to the end if None) of an
+    mmap: they stay mapped and are read again if touched, but stop counting in the process's memory."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = offset - offset % mmap.PAGESIZE
+    end = len(mapped) if length is None else min(len(mapped), offset + length)
+    if end > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
 def _pad(n, alignment):
     return (n + alignment - 1) // alignment * alignment
 
@@ -110,12 +121,8 @@ class GGUFFile:
         """Let the OS reclaim the file pages read so far (all, or those of bytes offset..offset+length);
         they stay mapped and are read again if touched. After a loader has copied the weights into its
         own layout, this keeps them from counting twice in the process's memory."""
-        if getattr(self, "_map", None) is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = offset - offset % mmap.PAGESIZE
-        end = len(self._map) if length is None else min(len(self._map), offset + length)
-        if end > start:
-            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+        if getattr(self, "_map", None) is not None:
+            drop_mapped_pages(self._map, offset, length)
 
     def close(self):
         """Release the map; arrays still viewing it keep it alive until they are gone."""

@@ -18,7 +18,7 @@ import numpy as np
 from gguf import MODEL_ARCH, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT, TokenType
 from gguf import get_tensor_name_map
 
-from gguf_io import GGUFWriter, block_format, quantize
+from gguf_io import GGUFWriter, drop_mapped_pages, quantize
 
 GGML_QNT_VERSION = 2
 PART_ELEMENTS = 1 << 22           # convert ~4M weights at a time
@@ -76,9 +76,7 @@ class SafeTensorsFile:
 
     def drop_resident_pages(self, offset, length):
         """Let the OS reclaim the pages of bytes offset..offset+length once they are converted."""
-        if hasattr(mmap, "MADV_DONTNEED") and length > 0:
-            start = offset - offset % mmap.PAGESIZE
-            self._map.madvise(mmap.MADV_DONTNEED, start, min(len(self._map), offset + length) - start)
+        drop_mapped_pages(self._map, offset, length)
 
 
 def open_checkpoint(folder) -> dict:
@@ -181,13 +179,14 @@ class Vocab:
 def read_vocab(folder, config) -> Vocab:
     folder = Path(folder)
     tok_config = _read_json(folder / "tokenizer_config.json") or {}
+    tok_json = _read_json(folder / "tokenizer.json")       # tens of MB for big vocabularies: read it once
     if (folder / "tokenizer.model").is_file():
         vocab = _sentencepiece_vocab(folder, config, tok_config)
-    elif (folder / "tokenizer.json").is_file():
-        vocab = _tokenizer_json_vocab(folder, config, tok_config)
+    elif tok_json is not None:
+        vocab = _tokenizer_json_vocab(folder, config, tok_json)
     else:
         raise ConvertError(f"{folder}: no tokenizer.json or tokenizer.model; copy the tokenizer files into the folder")
-    _read_special_tokens(vocab, folder, config, tok_config)
+    _read_special_tokens(vocab, folder, config, tok_config, tok_json or {})
     return vocab
 
 
@@ -195,8 +194,7 @@ def _read_json(path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _tokenizer_json_vocab(folder, config, tok_config):
-    tj = _read_json(folder / "tokenizer.json")
+def _tokenizer_json_vocab(folder, config, tj):
     model = tj["model"]
     if model.get("type") != "BPE":
         raise ConvertError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; nibble converts BPE "
@@ -279,7 +277,7 @@ def _sentencepiece_vocab(folder, config, tok_config):
     return Vocab("llama", "default", tokens, types, scores=scores)
 
 
-def _read_special_tokens(vocab, folder, config, tok_config):
+def _read_special_tokens(vocab, folder, config, tok_config, tj):
     """bos/eos/unk/pad ids, add_bos/add_eos and the chat template, where gguf-py's SpecialVocab finds them."""
     ids = {text: i for i, text in enumerate(vocab.tokens)}
     for kind in ("bos", "eos", "unk", "pad"):
@@ -290,7 +288,6 @@ def _read_special_tokens(vocab, folder, config, tok_config):
             vocab.special_ids[kind] = ids[value]
         elif isinstance(config.get(f"{kind}_token_id"), int):
             vocab.special_ids[kind] = config[f"{kind}_token_id"]
-    tj = _read_json(folder / "tokenizer.json") or {}
     post = tj.get("post_processor") or {}
     if post.get("type") == "TemplateProcessing":
         single = post.get("single") or []
@@ -339,7 +336,11 @@ def _rope_scaling(config):
     return scaling.get("rope_type") or scaling.get("type"), scaling
 
 
-def _common_hparams(config):
+def _head_dim(config):
+    return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+
+
+def _common_hparams(config, rope_theta=None):
     n_head = config["num_attention_heads"]
     return [("context_length", config.get("max_position_embeddings", 2048), V.UINT32),
             ("embedding_length", config["hidden_size"], V.UINT32),
@@ -347,32 +348,34 @@ def _common_hparams(config):
             ("feed_forward_length", config["intermediate_size"], V.UINT32),
             ("attention.head_count", n_head, V.UINT32),
             ("attention.head_count_kv", config.get("num_key_value_heads") or n_head, V.UINT32),
-            ("rope.freq_base", _rope_theta(config), V.FLOAT32),
+            ("rope.freq_base", rope_theta or _rope_theta(config), V.FLOAT32),
             ("attention.layer_norm_rms_epsilon", config.get("rms_norm_eps", 1e-6), V.FLOAT32)]
 
 
+def _head_length_keys(head_dim):
+    return [("attention.key_length", head_dim, V.UINT32), ("attention.value_length", head_dim, V.UINT32)]
+
+
+def _linear_rope_keys(config):
+    kind, scaling = _rope_scaling(config)
+    if kind != "linear":
+        return []
+    return [("rope.scaling.type", "linear", V.STRING), ("rope.scaling.factor", scaling["factor"], V.FLOAT32)]
+
+
 def _llama_hparams(config):
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    head_dim = _head_dim(config)
     keys = _common_hparams(config) + [("vocab_size", config["vocab_size"], V.UINT32),
                                       ("rope.dimension_count", head_dim, V.UINT32)]
     if head_dim != config["hidden_size"] // config["num_attention_heads"]:
-        keys += [("attention.key_length", head_dim, V.UINT32), ("attention.value_length", head_dim, V.UINT32)]
-    kind, scaling = _rope_scaling(config)
-    if kind == "linear":
-        keys += [("rope.scaling.type", "linear", V.STRING), ("rope.scaling.factor", scaling["factor"], V.FLOAT32)]
-    return keys
+        keys += _head_length_keys(head_dim)
+    return keys + _linear_rope_keys(config)
 
 
 def _gemma3_hparams(config):
-    head_dim = config.get("head_dim", 256)
-    keys = _common_hparams(config)
-    keys[6] = ("rope.freq_base", _rope_theta(config, "full_attention"), V.FLOAT32)
-    keys += [("attention.key_length", head_dim, V.UINT32), ("attention.value_length", head_dim, V.UINT32),
-             ("attention.sliding_window", config["sliding_window"], V.UINT32)]
-    kind, scaling = _rope_scaling(config)
-    if kind == "linear":
-        keys += [("rope.scaling.type", "linear", V.STRING), ("rope.scaling.factor", scaling["factor"], V.FLOAT32)]
-    return keys
+    return (_common_hparams(config, rope_theta=_rope_theta(config, "full_attention"))
+            + _head_length_keys(config.get("head_dim", 256))
+            + [("attention.sliding_window", config["sliding_window"], V.UINT32)] + _linear_rope_keys(config))
 
 
 def _llama3_rope_freqs(config):
@@ -380,7 +383,7 @@ def _llama3_rope_freqs(config):
     kind, s = _rope_scaling(config)
     if kind != "llama3":
         return None
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    head_dim = _head_dim(config)
     freqs = 1.0 / (_rope_theta(config) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
     low_wavelen = s.get("original_max_position_embeddings", 8192) / s.get("low_freq_factor", 1.0)
     high_wavelen = s.get("original_max_position_embeddings", 8192) / s.get("high_freq_factor", 4.0)
@@ -426,7 +429,6 @@ class ConvertReport:
     architecture: str
     n_tensors: int
     n_elements: int
-    output_bytes: int
 
 
 def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertReport:
@@ -480,17 +482,12 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
         _write_metadata(out, arch, config, folder, vocab, file_type)
         for name, t, qtype in plan:
             out.add_tensor(name, t.shape, qtype)
-        output_bytes = 0
         for name, t, qtype in plan:
-            parts = _tensor_parts(name, t, qtype, arch, config)
-            out.write_tensor_parts(name, parts)
-            if isinstance(t, SafeTensor):
-                t.file.drop_resident_pages(t.offset, t.data.nbytes)
-                if progress:
-                    progress(t.data.nbytes)
-            output_bytes += block_format(qtype).row_bytes(t.shape[-1]) * (int(np.prod(t.shape)) // t.shape[-1])
+            out.write_tensor_parts(name, _tensor_parts(name, t, qtype, arch, config))
+            if progress and isinstance(t, SafeTensor):
+                progress(t.data.nbytes)
     n_elements = sum(int(np.prod(t.shape)) for _, t, _ in plan)
-    return ConvertReport(arch.gguf_arch, len(plan), n_elements, output_bytes)
+    return ConvertReport(arch.gguf_arch, len(plan), n_elements)
 
 
 def _tensor_type(name, shape, default_type):
@@ -503,11 +500,13 @@ def _tensor_type(name, shape, default_type):
 
 
 def _tensor_parts(name, t, qtype, arch, config):
+    """The tensor in `qtype`, a slice of rows at a time; the file pages of each slice are let go once converted."""
     if not isinstance(t, SafeTensor):
         yield quantize(t, qtype)
         return
     if name.endswith(("attn_q.weight", "attn_k.weight")) or len(t.shape) < 2:
         yield quantize(arch.tensor(name, t.to_float32(), config), qtype)      # q/k permute across rows: whole
+        t.file.drop_resident_pages(t.offset, t.data.nbytes)
         return
     n_cols = t.shape[-1]
     rows = t.data.reshape(-1, n_cols)

@@ -38,11 +38,13 @@ class Profile:
         self.calls[op, layer] += 1
         self.weight_bytes[op, layer] += weight_bytes
 
-    def _timed(self, op, fn):
+    def _timed(self, op, fn, layer=None, streamed=0):
+        """`fn` timed as `op` of `layer` (default: the layer of the last matrix product), reading `streamed`
+        bytes of weights per call."""
         def timed(*args, **kwargs):
             start = time.perf_counter()
             result = fn(*args, **kwargs)
-            self._add(op, self.layer, time.perf_counter() - start)
+            self._add(op, self.layer if layer is None else layer, time.perf_counter() - start, streamed)
             return result
         return timed
 
@@ -56,14 +58,6 @@ class Profile:
             project(x, scratch, *targets)
             streamed = sum(w.nbytes for w, _ in targets) if x.shape[0] == 1 else 0
             self._add(op, layer, time.perf_counter() - start, streamed)
-        return timed
-
-    def _timed_output(self, op, fn, weight):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            result = fn(*args, **kwargs)
-            self._add(op, "output", time.perf_counter() - start, weight.nbytes if op.startswith("matvec") else 0)
-            return result
         return timed
 
     def _timed_forward(self, forward):
@@ -86,8 +80,9 @@ class Profile:
                     (model_module, "_batch_attention", self._timed("attention", model_module._batch_attention)),
                     (model, "embed", self._timed("embed", model.embed)),
                     (model, "forward", self._timed_forward(model.forward)),
-                    (model.output, "matvec", self._timed_output("matvec output", model.output.matvec, model.output)),
-                    (model.output, "matmul", self._timed_output("matmul output", model.output.matmul, model.output))]
+                    (model.output, "matvec", self._timed("matvec output", model.output.matvec, "output",
+                                                         model.output.nbytes)),
+                    (model.output, "matmul", self._timed("matmul output", model.output.matmul, "output"))]
         activations = dict(model_module._ACTIVATIONS)
         saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
         try:
@@ -104,10 +99,13 @@ class Profile:
                     obj.__dict__.pop(name, None)          # back to the class's method
             model_module._ACTIVATIONS.update(activations)
 
+    def _count(self, per):
+        return max(1, self.tokens if per == "token" else self.forward_calls)
+
     def table(self, bandwidth=None, per="token"):
         """Markdown lines: per op, time per token (or per forward call, per="call"), share of the forward
         time, and for matvecs the GB/s of weights streamed next to the machine's read bandwidth."""
-        n = max(1, self.tokens if per == "token" else self.forward_calls)
+        n = self._count(per)
         by_op = defaultdict(lambda: [0.0, 0, 0])
         for (op, layer), s in self.seconds.items():
             by_op[op][0] += s
@@ -136,7 +134,7 @@ class Profile:
         layers = defaultdict(float)
         for (op, layer), s in self.seconds.items():
             layers[layer] += s
-        n = max(1, self.tokens if per == "token" else self.forward_calls)
+        n = self._count(per)
         ordered = [k for k in layers if isinstance(k, int)]
         parts = [f"{i}: {1000 * layers[i] / n:.3f}" for i in sorted(ordered)]
         parts += [f"{k}: {1000 * layers[k] / n:.3f}" for k in layers if not isinstance(k, int)]

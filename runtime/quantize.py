@@ -246,10 +246,8 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
                 out.add_tensor(name, tensor.shape, plan.types[name])
             output_bytes = 0
             for name, tensor in src.tensors.items():
-                parts = _converted_parts(tensor, plan.types[name])
-                out.write_tensor_parts(name, parts)
+                out.write_tensor_parts(name, _converted_parts(tensor, plan.types[name]))
                 output_bytes += block_format(plan.types[name]).row_bytes(tensor.shape[-1]) * (tensor.n_elements // tensor.shape[-1])
-                tensor.drop_resident_pages()
                 if progress:
                     progress(tensor.nbytes)
         n_elements = sum(t.n_elements for t in src.tensors.values())

@@ -45,8 +45,9 @@ def tiny_model(architecture, tokenizer_dir, out_dir, seed=0):
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
-                param.copy_(torch.randn_like(param) * 0.3 + (0.0 if "gemma" in config.model_type else 1.0)
-                            if "norm" in name else torch.randn_like(param) * 0.3)
+                # norms around 1 (Gemma stores them as offsets from 1), biases around 0
+                centre = 1.0 if "norm" in name and "gemma" not in config.model_type else 0.0
+                param.copy_(torch.randn_like(param) * 0.3 + centre)
     model.save_pretrained(out_dir)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(Path(tokenizer_dir) / name, Path(out_dir) / name)

@@ -39,9 +39,9 @@ _previous_cache_dir = _use_versioned_numba_cache(Path(__file__).parent)
 
 from .bandwidth import read_bandwidth
 from .layout import InterleavedX, deinterleave, interleave
-from .ops import (add, add_rms_norm, apply_rope, attention, gelu_tanh_mul, rms_norm, rope_angles,
+from .ops import (add, add_rms_norm, apply_rope, attention, gelu_tanh_mul, masked_softmax, rms_norm, rope_angles,
                   silu_mul, softmax, store_kv)
-from .weights import KERNELS, KernelFormat, PackedWeight
+from .weights import KERNELS, KernelFormat, PackedWeight, map_threads
 
 numba.config.CACHE_DIR = _previous_cache_dir
 
@@ -66,4 +66,4 @@ def set_threads(n_threads=None):
 
 __all__ = ["KERNELS", "KernelFormat", "PackedWeight", "InterleavedX", "interleave", "deinterleave",
            "set_threads", "rms_norm", "add_rms_norm", "add", "rope_angles", "apply_rope", "softmax",
-           "silu_mul", "gelu_tanh_mul", "store_kv", "attention", "read_bandwidth"]
+           "silu_mul", "gelu_tanh_mul", "store_kv", "attention", "masked_softmax", "map_threads", "read_bandwidth"]

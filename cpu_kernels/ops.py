@@ -118,6 +118,29 @@ def softmax(x, out):
         softmax_inplace(out[t], x.shape[1])
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def masked_softmax(scores, q_pos, group, slot_pos, scale, window):
+    """Attention weights in place, for prompt processing: scores (n * group, m) holds q . k for query
+    row i (at position q_pos[i // group]) and slot j (at slot_pos[j]); each row becomes the softmax of
+    scale * scores over the slots it sees (p' <= p and, when window > 0, p - p' < window), 0 elsewhere.
+    Releases the GIL: the runtime runs one per thread."""
+    for i in range(scores.shape[0]):
+        row = scores[i]
+        p = q_pos[i // group]
+        top = F32(-np.inf)
+        for j in range(row.size):
+            sp = slot_pos[j]
+            if sp <= p and (window <= 0 or p - sp < window):
+                row[j] *= scale
+                top = max(top, row[j])
+            else:
+                row[j] = -np.inf
+        if top == -np.inf:
+            row[:] = 0.0
+            continue
+        softmax_inplace(row, row.size)
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def silu_mul(gate, up, out):
     """out = silu(gate) * up, for (n, d) arrays (the SwiGLU feed-forward)."""

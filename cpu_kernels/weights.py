@@ -5,7 +5,8 @@ prompt processing) on float32 activations.
 The kernel table has one row per GGML type: block size and bytes per block of the layout
 the kernel reads (from the `gguf` package, unless the type is repacked), whether the bytes
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
-bytes and the dequantizer of the repacked bytes (repack.py says why and how).
+bytes and the dequantizer of the repacked bytes (repack.py says why and how), and the tiled integer
+kernel (tiles.py) that replaces both matvec and matmul on CPUs with AVX-512 VNNI.
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from . import matvec as mv
 from .layout import InterleavedX, deinterleave, interleave
 from . import repack as rp
+from . import tiles as tl
 
 MATMUL_TILE_BYTES = 64 << 20      # dequantize at most this much float32 at once
 
@@ -31,34 +33,37 @@ class KernelFormat:
     interleaved: bool = True         # False: float weights kept in GGUF layout
     repack: Optional[Callable] = None        # (raw, rows, cols) -> bytes in this row's layout
     dequantize: Optional[Callable] = None    # (repacked raw rows, out) for matmul
+    tiled: Optional[tl.TiledKernel] = None   # the integer kernel, where the CPU has VNNI
 
     @property
     def name(self):
         return self.type.name
 
 
-def _row(qtype, matvec, interleaved=True):
+def _row(qtype, matvec, interleaved=True, tiled=None):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    return KernelFormat(qtype, block_size, type_size, matvec, interleaved)
+    return KernelFormat(qtype, block_size, type_size, matvec, interleaved, tiled=tiled)
 
 
 def _repacked(qtype, repack, with_mins=False):
     """A type converted at load to Q8_16 or, with mins, Q8_16M (repack.py)."""
     if with_mins:
-        return KernelFormat(qtype, 32, rp.Q8_16M_BYTES, mv.matvec_q8_16m, True, repack, rp.dequantize_q8_16m)
-    return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16)
+        return KernelFormat(qtype, 32, rp.Q8_16M_BYTES, mv.matvec_q8_16m, True, repack, rp.dequantize_q8_16m,
+                            tl.TILED_Q8_16M)
+    return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16,
+                        tl.TILED_Q8_16)
 
 
 KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.F32, mv.matvec_f32, interleaved=False),
     _row(T.F16, mv.matvec_f16, interleaved=False),
     _row(T.BF16, mv.matvec_bf16, interleaved=False),
-    _row(T.Q8_0, mv.matvec_q8_0),
-    _row(T.Q4_0, mv.matvec_q4_0),
-    _row(T.Q4_1, mv.matvec_q4_1),
+    _row(T.Q8_0, mv.matvec_q8_0, tiled=tl.TILED_Q8_0),
+    _row(T.Q4_0, mv.matvec_q4_0, tiled=tl.TILED_Q4_0),
+    _row(T.Q4_1, mv.matvec_q4_1, tiled=tl.TILED_Q4_1),
     _repacked(T.Q5_0, rp.repack_q5_0),
     _repacked(T.Q5_1, rp.repack_q5_1, with_mins=True),
-    _row(T.Q4_K, mv.matvec_q4_k),
+    _row(T.Q4_K, mv.matvec_q4_k, tiled=tl.TILED_Q4_K),
     _repacked(T.Q2_K, rp.repack_q2_k, with_mins=True),
     _repacked(T.Q3_K, rp.repack_q3_k),
     _repacked(T.Q5_K, rp.repack_q5_k, with_mins=True),
@@ -74,12 +79,15 @@ class PackedWeight:
     """A (rows, cols) weight matrix in its kernels' layout.
 
     `raw` is the tensor's GGUF bytes (e.g. a zero-copy view of the mapped file).
-    Block formats are interleaved into new memory and keep no reference to `raw`;
-    float formats read `raw` in place. `dequantize_rows(raw_rows, out)` turns GGUF
-    block rows into float32 (matmul uses it, tile by tile); the runtime passes
-    gguf_io's dequantizer, which this package does not import."""
+    Block formats are tiled (integer kernels, on CPUs with AVX-512 VNNI) or interleaved
+    (float kernels) into new memory and keep no reference to `raw`; float formats read
+    `raw` in place. `dequantize_rows(raw_rows, out)` turns GGUF block rows into float32
+    (the interleaved layout's matmul uses it, tile by tile); the runtime passes gguf_io's
+    dequantizer, which this package does not import.
 
-    def __init__(self, raw, qtype, shape, dequantize_rows: Optional[Callable] = None):
+    `use_tiles=False` keeps the float kernels even where the integer ones run (tests, benchmarks)."""
+
+    def __init__(self, raw, qtype, shape, dequantize_rows: Optional[Callable] = None, use_tiles=True):
         self.format = KERNELS.get(T(qtype))
         if self.format is None:
             raise ValueError(f"no kernel for tensor type {T(qtype).name}")
@@ -97,24 +105,40 @@ class PackedWeight:
             dequantize_rows = fmt.dequantize
         self.nb = self.cols // fmt.block_size
         self._dequantize_rows = dequantize_rows
-        if fmt.interleaved:
+        self.tiles = self.parts = self.values = None
+        self.tiled = fmt.tiled if use_tiles and tl.HAVE_VNNI else None
+        if self.tiled is not None:
+            self.tiles = self.tiled.pack(raw, self.rows, self.cols)
+        elif fmt.interleaved:
             self.parts = interleave(raw, self.rows, fmt.type_size)
-            self.values = None
         else:
-            self.parts = None
             self.values = raw.view(FLOAT_VIEWS[fmt.type]).reshape(self.rows, self.cols)
 
     @property
     def nbytes(self):
+        if self.tiles is not None:
+            return self.tiles.nbytes
         if self.values is not None:
             return self.values.nbytes
         return sum(p.nbytes for p in self.parts)
 
+    @property
+    def activation_layout(self):
+        """Weights with equal keys take the same prepared activations."""
+        if self.tiled is not None:
+            return ("q15", self.cols)
+        return (self.format.type, self.cols)
+
     def prepare(self, x, reuse=None):
-        """The activation vector in this weight's layout; reusable for weights of the
-        same type and width (q, k and v share one, as do gate and up). `reuse`: an earlier
+        """The activations (a vector, or rows for matmul) in this weight's layout; reusable for weights
+        with the same activation_layout (q, k and v share one, as do gate and up). `reuse`: an earlier
         result for the same shape, refilled in place instead of allocating."""
-        if not self.format.interleaved:
+        if self.tiled is not None:
+            if isinstance(reuse, tl.QuantizedX) and reuse.size == x.shape[-1] and reuse.n == (x.shape[0] if x.ndim > 1 else 1):
+                reuse.refill(x)
+                return reuse
+            return tl.QuantizedX(x)
+        if not self.format.interleaved or x.ndim > 1:
             return np.ascontiguousarray(x, dtype=np.float32)
         if isinstance(reuse, InterleavedX) and reuse.size == x.size and reuse.block_size == self.format.block_size:
             reuse.refill(x)
@@ -126,7 +150,9 @@ class PackedWeight:
         if out is None:
             out = np.empty(self.rows, np.float32)
         px = prepared if prepared is not None else self.prepare(x)
-        if self.values is not None:
+        if self.tiles is not None:
+            self.tiled.matmul(self.tiles, px.xq, px.xd, px.xs, out.reshape(1, -1))
+        elif self.values is not None:
             self.format.matvec(self.values, px, out)
         else:
             self.format.matvec(*self.parts, px.x16, px.x8, px.x4, px.s16, px.s8, px.s4, out)
@@ -135,6 +161,8 @@ class PackedWeight:
     def dequantize(self, row_start=0, row_stop=None):
         """Rows [row_start, row_stop) as float32 (rows, cols)."""
         row_stop = self.rows if row_stop is None else row_stop
+        if self.tiles is not None:
+            return tl.detile(self.tiled.format, self.tiles, row_start, row_stop)
         if self.values is not None:
             if self.format.type == T.F32:
                 return self.values[row_start:row_stop]
@@ -149,14 +177,18 @@ class PackedWeight:
         self._dequantize_rows(raw, out.reshape(-1))
         return out
 
-    def matmul(self, xs, out=None):
-        """xs (n, cols) -> out (n, rows) = xs @ W.T: the weight dequantized (whole, or in
-        tiles of rows when large) and multiplied by BLAS, its rows split over the kernel
-        threads, one single-threaded BLAS call each (prompt processing is compute-bound;
+    def matmul(self, xs, out=None, prepared=None):
+        """xs (n, cols) -> out (n, rows) = xs @ W.T. Tiled weights: the integer kernel over the rows. Others:
+        the weight dequantized (whole, or in tiles of rows when large) and multiplied by BLAS, its rows split
+        over the kernel threads, one single-threaded BLAS call each (prompt processing is compute-bound;
         BLAS's own threads spin and fight Numba's for the cores)."""
         xs = np.ascontiguousarray(xs, dtype=np.float32)
         if out is None:
             out = np.empty((xs.shape[0], self.rows), np.float32)
+        if self.tiles is not None:
+            px = prepared if prepared is not None else self.prepare(xs)
+            self.tiled.matmul(self.tiles, px.xq, px.xd, px.xs, out)
+            return out
         tile = max(1, MATMUL_TILE_BYTES // (4 * self.cols))
         for start in range(0, self.rows, tile):
             stop = min(self.rows, start + tile)
@@ -167,19 +199,27 @@ class PackedWeight:
 _pool = None
 
 
-def _threaded_gemm(xs, w, out):
-    """out = xs @ w.T with the rows of w shared among Numba's thread count of Python threads
-    (numpy releases the GIL inside BLAS)."""
+def map_threads(fn, items):
+    """[fn(item) for item in items] on Numba's thread count of Python threads: for work that releases
+    the GIL (BLAS calls, nogil kernels)."""
     global _pool
+    n = numba.get_num_threads()
+    if n == 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    if _pool is None or _pool._max_workers != n:
+        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nibble-kernels")
+    return list(_pool.map(fn, items))
+
+
+def _threaded_gemm(xs, w, out):
+    """out = xs @ w.T with the rows of w shared among the kernel threads (numpy releases the GIL inside BLAS)."""
     n = numba.get_num_threads()
     rows = w.shape[0]
     if n == 1 or rows < 64 * n:
         out[...] = xs @ w.T
         return
-    if _pool is None or _pool._max_workers != n:
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nibble-gemm")
     bounds = [rows * i // n for i in range(n + 1)]
 
     def part(i):
         out[:, bounds[i]:bounds[i + 1]] = xs @ w[bounds[i]:bounds[i + 1]].T
-    list(_pool.map(part, range(n)))
+    map_threads(part, range(n))

@@ -362,26 +362,37 @@ class Model:
         self.gguf.close()
 
 
+ATTENTION_CHUNK = 64     # queries per job of prompt-processing attention
+
+
 def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, out):
-    """Attention for a batch of queries (prompt processing) as two BLAS products per KV head.
+    """Attention for a batch of queries (prompt processing): two BLAS products per KV head and chunk of
+    queries, the chunks spread over the kernel threads. A chunk multiplies only the slots its queries can
+    see (causal: about half of the products of the whole square).
 
     q (n, n_head, head_dim); caches (n_head_kv, n_slots, head_dim), float32 or float16 bits; the
     same masking as cpu_kernels.attention: a query at p sees slots at p' <= p (and p - p' < window)."""
     n, n_head, head_dim = q.shape
     n_kv = k_cache.shape[0]
     group = n_head // n_kv
-    visible = slot_pos[None, :] <= positions[:, None]
-    if window > 0:
-        visible &= positions[:, None] - slot_pos[None, :] < window
-    bias = np.where(visible, np.float32(0.0), np.float32(-np.inf))
-    for head in range(n_kv):
-        keys, values = _as_f32(k_cache[head]), _as_f32(v_cache[head])
-        queries = q[:, head * group:(head + 1) * group].reshape(n * group, head_dim)
-        scores = queries @ keys.T
-        scores *= np.float32(scale)
-        scores.reshape(n, group, -1)[...] += bias[:, None, :]
-        K.softmax(scores, scores)
-        out[:, head * group:(head + 1) * group] = (scores @ values).reshape(n, group, head_dim)
+    keys = [_as_f32(k_cache[head]) for head in range(n_kv)]
+    values = [_as_f32(v_cache[head]) for head in range(n_kv)]
+
+    def job(work):
+        head, a = work
+        b = min(n, a + ATTENTION_CHUNK)
+        seen = slot_pos <= positions[a:b].max()
+        if window > 0:
+            seen &= slot_pos > positions[a:b].min() - window
+        slots = np.flatnonzero(seen)
+        if slots.size and slots[-1] - slots[0] + 1 == slots.size:
+            slots = slice(slots[0], slots[-1] + 1)
+        queries = q[a:b, head * group:(head + 1) * group].reshape((b - a) * group, head_dim)
+        scores = queries @ keys[head][slots].T
+        K.masked_softmax(scores, positions[a:b], group, slot_pos[slots], np.float32(scale), window)
+        out[a:b, head * group:(head + 1) * group] = (scores @ values[head][slots]).reshape(b - a, group, head_dim)
+
+    K.map_threads(job, [(head, a) for head in range(n_kv) for a in range(0, n, ATTENTION_CHUNK)])
 
 
 def _as_f32(cache_rows):
@@ -389,16 +400,17 @@ def _as_f32(cache_rows):
 
 
 def _project(x, scratch, *targets):
-    """out = W @ x for each (W, out): matvec kernels for one row, else matmul. For one row the input is laid
-    out once per weight layout and shared; `scratch` keeps those layouts between calls (no allocation)."""
-    if x.shape[0] == 1:
-        fresh = set()
-        for weight, out in targets:
-            key = (weight.format.type, weight.cols)
-            if key not in fresh:
-                scratch[key] = weight.prepare(x[0], scratch.get(key))
-                fresh.add(key)
+    """out = W @ x for each (W, out): matvec kernels for one row, else matmul. The input is laid out once
+    per activation layout and shared (q, k and v; gate and up); `scratch` keeps those layouts between calls
+    (no allocation while generating)."""
+    one = x.shape[0] == 1
+    fresh = set()
+    for weight, out in targets:
+        key = (weight.activation_layout, x.shape[0])
+        if key not in fresh:
+            scratch[key] = weight.prepare(x[0] if one else x, scratch.get(key))
+            fresh.add(key)
+        if one:
             weight.matvec(x[0], out[0], scratch[key])
-    else:
-        for weight, out in targets:
-            weight.matmul(x, out)
+        else:
+            weight.matmul(x, out, scratch[key])

@@ -9,10 +9,31 @@ from cpu_kernels import KERNELS, PackedWeight, deinterleave, interleave, ops
 from gguf_io import FORMATS, dequantize, open_gguf, quantize
 
 RTOL = 1e-5     # float32 accumulation against float64, relative to sum |w| |x| (the dot's own scale)
+KERNEL_PATHS = [True, False] if cpu_kernels.tiles.HAVE_VNNI else [False]    # integer tiles, float kernels
 
 
-def packed(raw, qtype, shape):
-    return PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks)
+def packed(raw, qtype, shape, use_tiles=True):
+    return PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks, use_tiles)
+
+
+def seen_activations(pw, x):
+    """The activations the kernel multiplies: x itself for the float kernels; for the integer tiles, x
+    rounded per 32-block to 15-bit integers, never further than half a step (amax / 32766) from x."""
+    if pw.tiled is None:
+        return x
+    rows = np.atleast_2d(x)
+    rounded = pw.prepare(x).dequantize()
+    step = np.abs(rows.reshape(rows.shape[0], -1, 32)).max(axis=2) / cpu_kernels.tiles.Q15_MAX
+    error = np.abs(rounded - rows).reshape(rows.shape[0], -1, 32).max(axis=2)
+    assert np.all(error <= 0.51 * step + 1e-30)    # 0.01: float32 rounding of x / step, relative to amax
+    return rounded.reshape(x.shape)
+
+
+def check_products(pw, exact, x, xs=None):
+    """matvec (and matmul of the rows xs) against float64 on the activations the kernel saw."""
+    assert rel_err(pw.matvec(x), exact, seen_activations(pw, x)) < RTOL
+    if xs is not None:
+        assert rel_err(pw.matmul(xs), exact, seen_activations(pw, xs)) < RTOL
 
 
 def rel_err(out, exact_w, x):
@@ -31,31 +52,47 @@ def shapes_for(block_size):
     return [(rows[i % len(rows)], block_size * n) for i, n in enumerate(counts)]
 
 
+@pytest.mark.parametrize("use_tiles", KERNEL_PATHS, ids=["tiles", "float"][2 - len(KERNEL_PATHS):])
 @pytest.mark.parametrize("qtype", list(KERNELS), ids=lambda t: t.name)
-def test_matvec_and_matmul_match_float64_on_random_shapes(qtype):
+def test_matvec_and_matmul_match_float64_on_random_shapes(qtype, use_tiles):
     rng = np.random.default_rng(int(qtype))
     block = 32 if FORMATS[qtype].block_size == 1 else FORMATS[qtype].block_size
     for rows, cols in shapes_for(block):
         w = (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 2, (rows, 1))).astype(np.float32)
         raw = quantize(w, qtype)
         exact = dequantize(raw, qtype, (rows, cols)).astype(np.float64)
-        pw = packed(raw, qtype, (rows, cols))
+        pw = packed(raw, qtype, (rows, cols), use_tiles)
         x = rng.standard_normal(cols).astype(np.float32)
-        assert rel_err(pw.matvec(x), exact, x) < RTOL, (rows, cols)
-        xs = rng.standard_normal((5, cols)).astype(np.float32)
-        assert rel_err(pw.matmul(xs), exact, xs) < RTOL, (rows, cols)
+        x[:7] *= 1e-3     # small and large values in one block
+        check_products(pw, exact, x, rng.standard_normal((5, cols)).astype(np.float32))
         assert np.array_equal(pw.dequantize(), exact.astype(np.float32))
 
 
-@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q8_0, T.Q4_K], ids=lambda t: t.name)
-def test_one_huge_row(qtype):
+@pytest.mark.parametrize("use_tiles", KERNEL_PATHS, ids=["tiles", "float"][2 - len(KERNEL_PATHS):])
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
+def test_one_huge_row(qtype, use_tiles):
     rng = np.random.default_rng(3)
     cols = 256 * 300
     w = rng.standard_normal((2, cols)).astype(np.float32)
     raw = quantize(w, qtype)
     exact = dequantize(raw, qtype, w.shape).astype(np.float64)
     x = rng.standard_normal(cols).astype(np.float32)
-    assert rel_err(packed(raw, qtype, w.shape).matvec(x), exact, x) < RTOL
+    check_products(packed(raw, qtype, w.shape, use_tiles), exact, x)
+
+
+def test_zero_and_tiny_activation_blocks():
+    """A block of zeros has no scale to divide by; a block of denormal-sized values still rounds within bounds."""
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((20, 256)).astype(np.float32)
+    raw = quantize(w, T.Q4_K)
+    exact = dequantize(raw, T.Q4_K, w.shape).astype(np.float64)
+    x = rng.standard_normal(256).astype(np.float32)
+    x[:32] = 0.0
+    x[32:64] *= 1e-30
+    for use_tiles in KERNEL_PATHS:
+        pw = packed(raw, T.Q4_K, w.shape, use_tiles)
+        assert np.all(np.isfinite(pw.matvec(x)))
+        check_products(pw, exact, x)
 
 
 @pytest.mark.parametrize("qtype", [q for q in KERNELS if KERNELS[q].interleaved], ids=lambda t: t.name)
@@ -75,8 +112,9 @@ REAL_TENSORS = {
 }
 
 
+@pytest.mark.parametrize("use_tiles", KERNEL_PATHS, ids=["tiles", "float"][2 - len(KERNEL_PATHS):])
 @pytest.mark.parametrize("model", list(REAL_TENSORS))
-def test_real_tensors(model):
+def test_real_tensors(model, use_tiles):
     from runtime import resolve_model
     rng = np.random.default_rng(11)
     seen = set()
@@ -85,12 +123,10 @@ def test_real_tensors(model):
             t = gf.tensors[name]
             seen.add(t.type)
             exact = t.dequantize().astype(np.float64)
-            pw = packed(t.raw, t.type, t.shape)
+            pw = packed(t.raw, t.type, t.shape, use_tiles)
             x = rng.standard_normal(t.shape[1]).astype(np.float32)
-            assert rel_err(pw.matvec(x), exact, x) < RTOL, name
-            if t.shape[0] <= 4096:
-                xs = rng.standard_normal((3, t.shape[1])).astype(np.float32)
-                assert rel_err(pw.matmul(xs), exact, xs) < RTOL, name
+            xs = rng.standard_normal((3, t.shape[1])).astype(np.float32) if t.shape[0] <= 4096 else None
+            check_products(pw, exact, x, xs)
     expected = {"smollm2-135m-instruct": {T.Q4_1, T.Q8_0}, "gemma3-270m": {T.Q8_0, T.Q5_0, T.Q4_K, T.Q6_K}}
     assert expected[model] <= seen
 

@@ -1,5 +1,5 @@
-"""Scalar helpers for the kernels: half floats by integer tricks (Numba has no float16)
-and lane access into group-interleaved block bytes.
+"""Scalar helpers for the kernels: half floats (Numba has no float16: read through LLVM's
+fpext, written by integer tricks) and lane access into group-interleaved block bytes.
 
 Wrapping integer expressions in np.int32(...) matters: Numba types int32 & int32 as
 int64, and 64-bit lanes halve the vector width; an explicit narrowing lets LLVM's
@@ -38,16 +38,19 @@ def bits_to_f32(typingctx, x):
     return types.float32(x), codegen
 
 
-@njit(cache=True, inline="always")
-def fp16_to_fp32(h):
-    """IEEE half bits -> float32, exactly (ggml's ggml_compute_fp16_to_fp32)."""
-    w = np.uint32((np.uint32(h) & 0xFFFF) << 16)
-    sign = w & np.uint32(0x80000000)
-    two_w = np.uint32((w + w) & np.uint32(0xFFFFFFFF))
-    normalized = bits_to_f32((two_w >> 4) + (np.uint32(0xE0) << 23)) * F32(2.0 ** -112)
-    denormalized = bits_to_f32((two_w >> 17) | (np.uint32(126) << 23)) - F32(0.5)
-    value = denormalized if two_w < (np.uint32(1) << 27) else normalized
-    return bits_to_f32(sign | f32_to_bits(value))
+@intrinsic
+def fp16_to_fp32(typingctx, h):
+    """IEEE half bits (the low 16 bits of an integer) -> float32, exactly: LLVM's fpext, one
+    VCVTPH2PS for 16 values where the CPU has F16C (ggml's ggml_compute_fp16_to_fp32)."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if value.type.width != 16:
+            value = builder.trunc(value, ir.IntType(16))
+        return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
+    return types.float32(h), codegen
 
 
 @njit(cache=True, inline="always")

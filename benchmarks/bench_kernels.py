@@ -1,5 +1,5 @@
 """Kernel speed: quantized matvec GB/s next to this machine's read bandwidth (measured in
-the same run), matmul GFLOP/s next to numpy's float32 matmul, and JIT cost.
+the same run), the load-time packing of each format (MB/s of GGUF bytes), matmul GFLOP/s next to numpy's float32 matmul, and JIT cost.
 
     python benchmarks/bench_kernels.py [--quick] [--skip-jit]
 
@@ -56,13 +56,16 @@ def synthetic_table(bandwidth, seconds):
     w = rng.standard_normal(shape).astype(np.float32)
     x = rng.standard_normal(shape[1]).astype(np.float32)
     print(f"\nmatvec 4096x4096 (GB/s of GGUF bytes; bandwidth {bandwidth:.1f} GB/s)")
-    print(f"{'type':7s} {'GB/s':>6s} {'% bw':>6s} {'goal':>5s}  met")
+    print(f"{'type':7s} {'GB/s':>6s} {'% bw':>6s} {'goal':>5s}  met  {'load MB/s':>9s}")
     for qtype in KERNELS:
         raw = quantize(w, qtype)
-        gbps = matvec_gbps(pack_copies(raw, qtype, shape), raw.nbytes, x, seconds)
+        copies = pack_copies(raw, qtype, shape)
+        gbps = matvec_gbps(copies, raw.nbytes, x, seconds)
         goal = 60 if qtype in GOAL_60 else 40
         share = 100 * gbps / bandwidth
-        print(f"{qtype.name:7s} {gbps:6.1f} {share:5.0f}% {goal:4d}%  {'yes' if share >= goal else 'no'}")
+        load = min(_timed(lambda: PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks)) for _ in range(3))
+        print(f"{qtype.name:7s} {gbps:6.1f} {share:5.0f}% {goal:4d}%  {'yes' if share >= goal else 'no ':3s}"
+              f"  {raw.nbytes / load / 1e6:9.0f}")
 
 
 def real_shapes_table(bandwidth, seconds):

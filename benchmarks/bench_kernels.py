@@ -22,6 +22,7 @@ from gguf_io import FORMATS, open_gguf, quantize
 from runtime import resolve_model
 
 GOAL_60 = {T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K}
+FLOAT_TYPES = {T.F32, T.F16, T.BF16}       # read in place from the file: no load-time packing
 STREAM_BYTES = 160e6       # more than the 32 MiB L3 several times over
 
 
@@ -64,8 +65,9 @@ def synthetic_table(bandwidth, seconds):
         goal = 60 if qtype in GOAL_60 else 40
         share = 100 * gbps / bandwidth
         load = min(_timed(lambda: PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks)) for _ in range(3))
+        load_rate = "in place" if qtype in FLOAT_TYPES else f"{raw.nbytes / load / 1e6:.0f}"
         print(f"{qtype.name:7s} {gbps:6.1f} {share:5.0f}% {goal:4d}%  {'yes' if share >= goal else 'no ':3s}"
-              f"  {raw.nbytes / load / 1e6:9.0f}")
+              f"  {load_rate:>9s}")
 
 
 def real_shapes_table(bandwidth, seconds):
@@ -88,21 +90,24 @@ def real_shapes_table(bandwidth, seconds):
 
 
 def matmul_table(seconds):
+    """nibble's matmuls are all timed before numpy's: BLAS worker threads keep spinning after a call and
+    would take the cores from the next kernel (the runtime keeps BLAS on one thread for that reason)."""
     print("\nmatmul, 512 activation rows (GFLOP/s; numpy = float32 matmul on the dequantized weight)")
     print(f"{'type':7s} {'shape':>10s} {'nibble':>7s} {'numpy':>7s} {'ratio':>6s}")
     rng = np.random.default_rng(2)
+    cases = []
     for qtype, shape in ((T.Q4_0, (4096, 4096)), (T.Q4_1, (1536, 576)), (T.Q8_0, (576, 576)),
                          (T.Q4_K, (2048, 2048)), (T.Q6_K, (640, 2048)), (T.Q5_0, (2048, 640))):
         w = rng.standard_normal(shape).astype(np.float32)
-        raw = quantize(w, qtype)
-        pw = PackedWeight(raw, qtype, shape, FORMATS[qtype].dequantize_blocks)
-        dense = pw.dequantize()
+        pw = PackedWeight(quantize(w, qtype), qtype, shape, FORMATS[qtype].dequantize_blocks)
         xs = rng.standard_normal((512, shape[1])).astype(np.float32)
         out = np.empty((512, shape[0]), np.float32)
         pw.matmul(xs, out)
-        flops = 2 * 512 * shape[0] * shape[1]
-        ours = min(_timed(lambda: pw.matmul(xs, out)) for _ in range(5))
+        cases.append((qtype, shape, pw, xs, min(_timed(lambda: pw.matmul(xs, out)) for _ in range(5))))
+    for qtype, shape, pw, xs, ours in cases:
+        dense = pw.dequantize()
         numpy = min(_timed(lambda: np.matmul(xs, dense.T)) for _ in range(5))
+        flops = 2 * 512 * shape[0] * shape[1]
         print(f"{qtype.name:7s} {'x'.join(map(str, shape)):>10s} {flops / ours / 1e9:7.1f} "
               f"{flops / numpy / 1e9:7.1f} {numpy / ours:5.2f}x")
 

@@ -105,7 +105,7 @@ def _from_q2_k(src, dst):
 
 
 @njit(cache=True, inline="always")
-def _scale_min_k4(j, block):
+def scale_min_k4(j, block):
     """The j-th 6-bit scale and min of a Q4_K/Q5_K super-block (ggml's get_scale_min_k4)."""
     q = block[4:16]
     if j < 4:
@@ -120,7 +120,7 @@ def _from_q5_k(src, dst):
         block, out = src[i], dst[i]
         d, dmin = _f16(block, 0), _f16(block, 2)
         for sub in range(8):
-            sc, m = _scale_min_k4(sub, block)
+            sc, m = scale_min_k4(sub, block)
             _put_block(out, sub, d * F32(sc), dmin * F32(m))
         for index in range(256):
             g, rest = index >> 6, index & 63

@@ -1,37 +1,57 @@
 """16-row tiles: the weight layout of the integer kernels (vnni.py), the activation quantizer that
-pairs with it, and the matvec/matmul drivers.
+pairs with it, and the matvec/matmul driver.
 
 A tile record holds 16 rows' codes for one block (or one 256-element super-block) and then their
-scales; vnni.py describes the byte order. Every quantized type has one tile format: Q4_0, Q4_1,
-Q8_0 and Q4_K keep their own codes and scales (same bytes per weight as the GGUF file); the
-others go through repack.py's Q8_16 / Q8_16M first. Rows are padded to a multiple of 16 with
-zero rows (the drivers never store them).
+scales; vnni.py describes the byte order. Every quantized type has its own tile format with the
+same codes and small integer scales as its GGUF blocks (a few more bytes per weight at most: 16-row
+scale vectors are padded and half floats are per row), so the kernels stream about the file's bytes.
+Rows are padded to a multiple of 16 with zero rows (the drivers never store them).
 
 Used only where the CPU has AVX-512 VNNI (`HAVE_VNNI`); elsewhere weights.py keeps the float
 kernels of matvec.py.
 """
 from dataclasses import dataclass
-from typing import Callable
 
 import llvmlite.binding as llvm
 import numpy as np
+from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .bits import bits_to_f32, fp16_to_fp32
+from .bits import fp16_to_fp32
+from .repack import KVALUES_IQ4NL, scale_min_k4
 from .vnni import LANES, TileFormat, make_tile_dot
 
 HAVE_VNNI = all(llvm.get_host_cpu_features().get(feature, False) for feature in ("avx512f", "avx512bw", "avx512vnni"))
 Q15_MAX = 16383                  # activation integers: |q| <= 2**14 - 1, split into two signed bytes
+IQ4_CODES = tuple(int(v) + 128 for v in KVALUES_IQ4NL)
 
-T4_0 = TileFormat("q4_0", 4, 8, "f16")
-T4_1 = TileFormat("q4_1", 4, 0, "f16", "f16", +1)
-T8_0 = TileFormat("q8_0", 8, 128, "f16")
-T4_K = TileFormat("q4_k", 4, 0, "k", "k", -1, record_blocks=8)
-T8_16 = TileFormat("q8_16", 8, 128, "f32x2")
-T8_16M = TileFormat("q8_16m", 8, 0, "f32x2", "f32x2", -1)
 
-_dot_q4_0, _dot_q4_1, _dot_q8_0, _dot_q4_k, _dot_q8_16, _dot_q8_16m = (
-    make_tile_dot(f) for f in (T4_0, T4_1, T8_0, T4_K, T8_16, T8_16M))
+@dataclass(frozen=True)
+class TiledType:
+    """A GGML type's tile format and where its GGUF block keeps the half-float scale (and min)."""
+    format: TileFormat
+    block_bytes: int
+    d_at: int
+    m_at: int = -1
+
+
+TILED = {
+    T.Q4_0: TiledType(TileFormat("q4_0", 4, offset=8), 18, 0),
+    T.Q4_1: TiledType(TileFormat("q4_1", 4, minimum="f16"), 20, 0, 2),
+    T.Q5_0: TiledType(TileFormat("q5_0", 4, offset=16, high_bits=1), 22, 0),
+    T.Q5_1: TiledType(TileFormat("q5_1", 4, minimum="f16", high_bits=1), 24, 0, 2),
+    T.Q8_0: TiledType(TileFormat("q8_0", 8, offset=128), 34, 0),
+    T.IQ4_NL: TiledType(TileFormat("iq4_nl", 4, offset=128, lookup=IQ4_CODES), 18, 0),
+    T.Q2_K: TiledType(TileFormat("q2_k", 2, scale="k16", minimum="k16", min_sign=-1, record_blocks=8), 84, 80, 82),
+    T.Q3_K: TiledType(TileFormat("q3_k", 2, offset=4, scale="k16", record_blocks=8, high_bits=1), 110, 108),
+    T.Q4_K: TiledType(TileFormat("q4_k", 4, scale="k32", minimum="k32", min_sign=-1, record_blocks=8), 144, 0, 2),
+    T.Q5_K: TiledType(TileFormat("q5_k", 4, scale="k32", minimum="k32", min_sign=-1, record_blocks=8, high_bits=1),
+                      176, 0, 2),
+    T.Q6_K: TiledType(TileFormat("q6_k", 4, offset=32, scale="k16", record_blocks=8, high_bits=2), 210, 208),
+    T.IQ4_XS: TiledType(TileFormat("iq4_xs", 4, offset=128, scale="k32", record_blocks=8, lookup=IQ4_CODES), 136, 0),
+}
+KIND = {qtype: index for index, qtype in enumerate(TILED)}
+_tile_dot = make_tile_dot([tiled.format for tiled in TILED.values()])
 
 
 # ---------------------------------------------------------------- activations
@@ -96,210 +116,256 @@ class QuantizedX:
         return (q * self.xd[:, :, None]).reshape(self.n, self.size)
 
 
-# ---------------------------------------------------------------- drivers: out (n, rows) = x rows @ W.T
+# ---------------------------------------------------------------- the driver: out (n, rows) = x rows @ W.T
+
+@njit(cache=True, parallel=True)
+def matmul(kind, W, xq, xd, xs, out):
+    """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec."""
+    for t in prange(W.shape[0]):
+        at, valid = t * W.shape[1] * W.shape[2], min(LANES, out.shape[1] - LANES * t)
+        for i in range(out.shape[0]):
+            _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
+
+
+# ---------------------------------------------------------------- GGUF blocks -> tiles
+# decode_<type>(block, j, codes, small): the 32 codes of 32-block j of a GGUF block (unsigned, before any
+# lookup) and, for super-blocks, the small integer scales and mins of its two 16-element halves.
 
 @njit(cache=True, inline="always")
-def _tile_bounds(W, out, t):
-    return t * W.shape[1] * W.shape[2], min(LANES, out.shape[1] - LANES * t)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q4_0(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q4_0(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q4_1(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q4_1(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q8_0(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q8_0(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q4_k(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q4_k(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q8_16(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q8_16(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-@njit(cache=True, parallel=True)
-def matmul_q8_16m(W, xq, xd, xs, out):
-    for t in prange(W.shape[0]):
-        at, valid = _tile_bounds(W, out, t)
-        for i in range(out.shape[0]):
-            _dot_q8_16m(W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
-
-
-# ---------------------------------------------------------------- packing GGUF (or Q8_16) blocks into tiles
-
-@njit(cache=True, inline="always")
-def _put_codes(record, at, code_bits, row, codes):
-    """32 stored codes (uint8) of one row's block into the vector layout starting at record[at]."""
-    if code_bits == 4:
-        for k in range(4):
-            for t in range(4):
-                record[at + 64 * k + 4 * row + t] = codes[4 * k + t] | (codes[16 + 4 * k + t] << 4)
-    else:
-        for k in range(8):
-            for t in range(4):
-                record[at + 64 * k + 4 * row + t] = codes[4 * k + t]
+def _nibbles(block, at, codes):
+    for j in range(16):
+        codes[j] = block[at + j] & 15
+        codes[16 + j] = block[at + j] >> 4
 
 
 @njit(cache=True, inline="always")
-def _copy(record, at, block, start, n):
-    for k in range(n):
-        record[at + k] = block[start + k]
+def _fifth_bits(block, at, codes):
+    qh = np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16) \
+        | (np.uint32(block[at + 3]) << 24)
+    for e in range(32):
+        codes[e] |= np.uint8(((qh >> e) & 1) << 4)
+
+
+@njit(cache=True)
+def decode_q4_0(block, j, codes, small):
+    _nibbles(block, 2, codes)
+
+
+@njit(cache=True)
+def decode_q4_1(block, j, codes, small):
+    _nibbles(block, 4, codes)
+
+
+@njit(cache=True)
+def decode_q5_0(block, j, codes, small):
+    _nibbles(block, 6, codes)
+    _fifth_bits(block, 2, codes)
+
+
+@njit(cache=True)
+def decode_q5_1(block, j, codes, small):
+    _nibbles(block, 8, codes)
+    _fifth_bits(block, 4, codes)
+
+
+@njit(cache=True)
+def decode_q8_0(block, j, codes, small):
+    for e in range(32):
+        codes[e] = block[2 + e] ^ 128       # int8 + 128
+
+
+@njit(cache=True)
+def decode_iq4_nl(block, j, codes, small):
+    _nibbles(block, 2, codes)
+
+
+@njit(cache=True)
+def decode_q4_k(block, j, codes, small):
+    small[0], small[2] = scale_min_k4(j, block)
+    shift = 4 * (j & 1)
+    for e in range(32):
+        codes[e] = (block[16 + 32 * (j >> 1) + e] >> shift) & 15
+
+
+@njit(cache=True)
+def decode_q5_k(block, j, codes, small):
+    small[0], small[2] = scale_min_k4(j, block)
+    shift = 4 * (j & 1)
+    for e in range(32):
+        codes[e] = ((block[48 + 32 * (j >> 1) + e] >> shift) & 15) | (((block[16 + e] >> j) & 1) << 4)
+
+
+@njit(cache=True)
+def decode_q6_k(block, j, codes, small):
+    half, chunk = j >> 2, j & 3
+    for e in range(32):
+        low = (block[64 * half + e + 32 * (chunk & 1)] >> (4 * (chunk >> 1))) & 15
+        codes[e] = low | (((block[128 + 32 * half + e] >> (2 * chunk)) & 3) << 4)
+    small[0], small[1] = np.int8(block[192 + 2 * j]), np.int8(block[193 + 2 * j])
+
+
+@njit(cache=True)
+def decode_q3_k(block, j, codes, small):
+    half, shift = j >> 2, j & 3
+    for e in range(32):
+        low = (block[32 + 32 * half + e] >> (2 * shift)) & 3
+        codes[e] = low | (((block[e] >> (4 * half + shift)) & 1) << 2)
+    for h in range(2):
+        group = 2 * j + h
+        low = np.int32(block[96 + group]) & 15 if group < 8 else np.int32(block[96 + group - 8]) >> 4
+        small[h] = (low | (((np.int32(block[104 + group % 4]) >> (2 * (group // 4))) & 3) << 4)) - 32
+
+
+@njit(cache=True)
+def decode_q2_k(block, j, codes, small):
+    half, shift = j >> 2, j & 3
+    for e in range(32):
+        codes[e] = (block[16 + 32 * half + e] >> (2 * shift)) & 3
+    for h in range(2):
+        small[h], small[2 + h] = block[2 * j + h] & 15, block[2 * j + h] >> 4
+
+
+@njit(cache=True)
+def decode_iq4_xs(block, j, codes, small):
+    _nibbles(block, 8 + 16 * j, codes)
+    high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+    small[0] = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
+
+
+_KINDS = {None: 0, "f16": 1, "k32": 2, "k16": 3}
+
+
+def _layout(tiled: TiledType):
+    """The packer's view of a format: bits, record blocks, field kinds and offsets, GGUF scale offsets."""
+    fmt = tiled.format
+    return np.array((fmt.low_bits, fmt.high_bits, fmt.record_blocks, _KINDS[fmt.scale], _KINDS[fmt.minimum],
+                     *fmt.field_offsets(), fmt.code_bytes, tiled.d_at, tiled.m_at), np.int64)
+
+
+@njit(cache=True, inline="always")
+def _put_plane(record, at, bits, row, codes, shift_down):
+    """The `bits`-bit fields of codes >> shift_down into a plane (vnni.plane_position's order)."""
+    for quad in range(8):
+        vector, shift = quad % bits, bits * (quad // bits)
+        for t in range(4):
+            value = (np.int32(codes[4 * quad + t]) >> shift_down) & ((1 << bits) - 1)
+            record[at + 64 * vector + 4 * row + t] |= np.uint8(value << shift)
+
+
+@njit(cache=True, inline="always")
+def _put_small(record, kind, at, j, row, small):
+    if kind == 2:
+        record[at + 16 * j + row] = np.uint8(small[0] & 255)
+    elif kind == 3:
+        for h in range(2):
+            record[at + 16 * (2 * j + h) + row] = np.uint8(small[h] & 255)
+
+
+@njit(cache=True, inline="always")
+def _tile_rows(decode, src, dst, layout):
+    low_bits, high_bits, record_blocks, scale_kind, min_kind = layout[0], layout[1], layout[2], layout[3], layout[4]
+    scales_at, mins_at, record_scale_at, record_min_at, code_bytes, d_at, m_at = (
+        layout[5], layout[6], layout[7], layout[8], layout[9], layout[10], layout[11])
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        codes = np.empty(32, np.uint8)
+        small = np.zeros(4, np.int32)
+        for r in range(min(LANES, rows - LANES * t)):
+            for b in range(src.shape[1]):
+                block, record = src[LANES * t + r, b], dst[t, b]
+                for j in range(record_blocks):
+                    decode(block, j, codes, small)
+                    _put_plane(record, code_bytes * j, low_bits, r, codes, 0)
+                    if high_bits:
+                        _put_plane(record, code_bytes * j + 64 * low_bits, high_bits, r, codes, low_bits)
+                    if scale_kind == 1:
+                        record[scales_at + 32 * j + 2 * r:scales_at + 32 * j + 2 * r + 2] = block[d_at:d_at + 2]
+                    if min_kind == 1:
+                        record[mins_at + 32 * j + 2 * r:mins_at + 32 * j + 2 * r + 2] = block[m_at:m_at + 2]
+                    _put_small(record, scale_kind, scales_at, j, r, small)
+                    _put_small(record, min_kind, mins_at, j, r, small[2:])
+                if scale_kind > 1:
+                    record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[d_at:d_at + 2]
+                if min_kind > 1:
+                    record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[m_at:m_at + 2]
 
 
 @njit(cache=True, parallel=True)
-def _tile_q4(src, dst, with_min):
-    """Q4_0 (18-byte blocks) or Q4_1 (20-byte blocks, with_min) rows (rows, nb, bytes) -> tiles."""
-    rows, nb = src.shape[0], src.shape[1]
-    qs_at = 4 if with_min else 2
-    for t in prange(dst.shape[0]):
-        codes = np.empty(32, np.uint8)
-        for r in range(min(LANES, rows - LANES * t)):
-            for b in range(nb):
-                block, record = src[LANES * t + r, b], dst[t, b]
-                for j in range(16):
-                    codes[j] = block[qs_at + j] & 15
-                    codes[16 + j] = block[qs_at + j] >> 4
-                _put_codes(record, 0, 4, r, codes)
-                _copy(record, 256 + 2 * r, block, 0, 2)
-                if with_min:
-                    _copy(record, 288 + 2 * r, block, 2, 2)
+def _tile_q4_0(src, dst, layout):
+    _tile_rows(decode_q4_0, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
-def _tile_q8(src, dst, scale_bytes, with_min):
-    """Q8_0 (34-byte blocks), Q8_16 (40) or Q8_16M (48, with_min) rows -> tiles; signed codes biased by 128."""
-    rows, nb = src.shape[0], src.shape[1]
-    codes_at = src.shape[2] - 32
-    bias = 0 if with_min else 128
-    for t in prange(dst.shape[0]):
-        codes = np.empty(32, np.uint8)
-        for r in range(min(LANES, rows - LANES * t)):
-            for b in range(nb):
-                block, record = src[LANES * t + r, b], dst[t, b]
-                for j in range(32):
-                    codes[j] = np.uint8((np.int32(block[codes_at + j]) + bias) & 255)
-                _put_codes(record, 0, 8, r, codes)
-                if scale_bytes == 2:
-                    _copy(record, 512 + 2 * r, block, 0, 2)
-                else:
-                    for half in range(2):
-                        _copy(record, 512 + 64 * half + 4 * r, block, 4 * half, 4)
-                        if with_min:
-                            _copy(record, 640 + 64 * half + 4 * r, block, 8 + 4 * half, 4)
+def _tile_q4_1(src, dst, layout):
+    _tile_rows(decode_q4_1, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
-def _tile_q4_k(src, dst):
-    """Q4_K (144-byte super-blocks: d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles) -> tiles."""
-    rows, nb = src.shape[0], src.shape[1]
-    for t in prange(dst.shape[0]):
-        codes = np.empty(32, np.uint8)
-        for r in range(min(LANES, rows - LANES * t)):
-            for b in range(nb):
-                block, record = src[LANES * t + r, b], dst[t, b]
-                q = block[4:16]
-                for j in range(8):
-                    if j < 4:
-                        sc, m = q[j] & 63, q[j + 4] & 63
-                    else:
-                        sc = (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4)
-                        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
-                    record[2048 + 16 * j + r] = sc
-                    record[2176 + 16 * j + r] = m
-                    shift = 4 * (j & 1)
-                    for e in range(32):
-                        codes[e] = (block[16 + 32 * (j >> 1) + e] >> shift) & 15
-                    _put_codes(record, 256 * j, 4, r, codes)
-                _copy(record, 2304 + 2 * r, block, 0, 2)
-                _copy(record, 2336 + 2 * r, block, 2, 2)
+def _tile_q5_0(src, dst, layout):
+    _tile_rows(decode_q5_0, src, dst, layout)
 
 
-def _new_tiles(fmt, rows, n_records):
-    return np.zeros((-(-rows // LANES), n_records, fmt.record_bytes), np.uint8)
+@njit(cache=True, parallel=True)
+def _tile_q5_1(src, dst, layout):
+    _tile_rows(decode_q5_1, src, dst, layout)
 
 
-def tile_q4_0(raw, rows, cols):
-    dst = _new_tiles(T4_0, rows, cols // 32)
-    _tile_q4(raw.reshape(rows, cols // 32, 18), dst, False)
+@njit(cache=True, parallel=True)
+def _tile_q8_0(src, dst, layout):
+    _tile_rows(decode_q8_0, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq4_nl(src, dst, layout):
+    _tile_rows(decode_iq4_nl, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q2_k(src, dst, layout):
+    _tile_rows(decode_q2_k, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q3_k(src, dst, layout):
+    _tile_rows(decode_q3_k, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q4_k(src, dst, layout):
+    _tile_rows(decode_q4_k, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q5_k(src, dst, layout):
+    _tile_rows(decode_q5_k, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q6_k(src, dst, layout):
+    _tile_rows(decode_q6_k, src, dst, layout)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq4_xs(src, dst, layout):
+    _tile_rows(decode_iq4_xs, src, dst, layout)
+
+
+_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q5_0: _tile_q5_0, T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0,
+            T.IQ4_NL: _tile_iq4_nl, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k, T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k,
+            T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
+
+
+def pack(qtype, raw, rows, cols):
+    """GGUF block rows of a quantized type -> tiles (tiles, records, record bytes), new memory."""
+    tiled = TILED[qtype]
+    fmt = tiled.format
+    n_records = cols // (32 * fmt.record_blocks)
+    dst = np.zeros((-(-rows // LANES), n_records, fmt.record_bytes), np.uint8)
+    _PACKERS[qtype](np.asarray(raw, np.uint8).reshape(rows, n_records, tiled.block_bytes), dst, _layout(tiled))
     return dst
-
-
-def tile_q4_1(raw, rows, cols):
-    dst = _new_tiles(T4_1, rows, cols // 32)
-    _tile_q4(raw.reshape(rows, cols // 32, 20), dst, True)
-    return dst
-
-
-def tile_q8_0(raw, rows, cols):
-    dst = _new_tiles(T8_0, rows, cols // 32)
-    _tile_q8(raw.reshape(rows, cols // 32, 34), dst, 2, False)
-    return dst
-
-
-def tile_q4_k(raw, rows, cols):
-    dst = _new_tiles(T4_K, rows, cols // 256)
-    _tile_q4_k(raw.reshape(rows, cols // 256, 144), dst)
-    return dst
-
-
-def tile_q8_16(repacked, rows, cols):
-    dst = _new_tiles(T8_16, rows, cols // 32)
-    _tile_q8(repacked.reshape(rows, cols // 32, 40), dst, 4, False)
-    return dst
-
-
-def tile_q8_16m(repacked, rows, cols):
-    dst = _new_tiles(T8_16M, rows, cols // 32)
-    _tile_q8(repacked.reshape(rows, cols // 32, 48), dst, 4, True)
-    return dst
-
-
-@dataclass(frozen=True)
-class TiledKernel:
-    """A tile format with its packer (bytes, rows, cols) -> tiles and its matmul (W, xq, xd, xs, out)."""
-    format: TileFormat
-    pack: Callable
-    matmul: Callable
-
-
-TILED_Q4_0 = TiledKernel(T4_0, tile_q4_0, matmul_q4_0)
-TILED_Q4_1 = TiledKernel(T4_1, tile_q4_1, matmul_q4_1)
-TILED_Q8_0 = TiledKernel(T8_0, tile_q8_0, matmul_q8_0)
-TILED_Q4_K = TiledKernel(T4_K, tile_q4_k, matmul_q4_k)
-TILED_Q8_16 = TiledKernel(T8_16, tile_q8_16, matmul_q8_16)
-TILED_Q8_16M = TiledKernel(T8_16M, tile_q8_16m, matmul_q8_16m)
 
 
 # ---------------------------------------------------------------- back to float32 (tests, dequantize())
-
-_KINDS = {None: 0, "f16": 1, "f32x2": 2, "k": 3}
-
 
 @njit(cache=True, inline="always")
 def _half_at(record, at):
@@ -310,39 +376,47 @@ def _half_at(record, at):
 def _field(record, kind, at, record_at, j, half, row):
     if kind == 1:
         return _half_at(record, at + 32 * j + 2 * row)
-    if kind == 2:
-        p = at + 64 * (2 * j + half) + 4 * row
-        return bits_to_f32(np.uint32(record[p]) | (np.uint32(record[p + 1]) << 8)
-                           | (np.uint32(record[p + 2]) << 16) | (np.uint32(record[p + 3]) << 24))
-    return _half_at(record, record_at + 2 * row) * np.float32(record[at + 16 * j + row])
+    small_at = at + 16 * j + row if kind == 2 else at + 16 * (2 * j + half) + row
+    return _half_at(record, record_at + 2 * row) * np.float32(np.int8(record[small_at]))
+
+
+@njit(cache=True, inline="always")
+def _plane_value(record, at, bits, row, e):
+    quad = e // 4
+    vector, shift = quad % bits, bits * (quad // bits)
+    return (np.int32(record[at + 64 * vector + 4 * row + e % 4]) >> shift) & ((1 << bits) - 1)
 
 
 @njit(cache=True, parallel=True)
-def _detile(W, code_bits, offset, scale_kind, min_kind, min_sign, record_blocks, fields, row_start, out):
-    scales_at, mins_at, record_scale_at, record_min_at = fields
-    code_bytes = 16 * code_bits * 4
+def _detile(W, layout, offset, min_sign, lookup, row_start, out):
+    low_bits, high_bits, record_blocks, scale_kind, min_kind = layout[0], layout[1], layout[2], layout[3], layout[4]
+    scales_at, mins_at, record_scale_at, record_min_at, code_bytes = layout[5], layout[6], layout[7], layout[8], layout[9]
     for i in prange(out.shape[0]):
         t, row = divmod(row_start + i, 16)
         for rec in range(W.shape[1]):
             record = W[t, rec]
             for j in range(record_blocks):
-                b = rec * record_blocks + j
                 for e in range(32):
+                    code = _plane_value(record, code_bytes * j, low_bits, row, e)
+                    if high_bits:
+                        code |= _plane_value(record, code_bytes * j + 64 * low_bits, high_bits, row, e) << low_bits
+                    if lookup.size:
+                        code = lookup[code]
                     half = e // 16
-                    if code_bits == 4:
-                        byte = record[code_bytes * j + 64 * ((e % 16) // 4) + 4 * row + e % 4]
-                        code = np.int32(byte & 15) if e < 16 else np.int32(byte >> 4)
-                    else:
-                        code = np.int32(record[code_bytes * j + 64 * (e // 4) + 4 * row + e % 4])
                     value = _field(record, scale_kind, scales_at, record_scale_at, j, half, row) * np.float32(code - offset)
                     if min_kind:
                         value += min_sign * _field(record, min_kind, mins_at, record_min_at, j, half, row)
-                    out[i, 32 * b + e] = value
+                    out[i, 32 * (rec * record_blocks + j) + e] = value
 
 
-def detile(fmt, W, row_start, row_stop):
+def detile(qtype, W, row_start, row_stop):
     """Rows [row_start, row_stop) of a tiled weight as float32."""
+    tiled = TILED[qtype]
+    fmt = tiled.format
     out = np.empty((row_stop - row_start, W.shape[1] * fmt.record_blocks * 32), np.float32)
-    _detile(W, fmt.code_bits, fmt.offset, _KINDS[fmt.scale], _KINDS[fmt.minimum], np.float32(fmt.min_sign),
-            fmt.record_blocks, np.array(fmt.field_offsets(), np.int64), row_start, out)
+    lookup = np.array(fmt.lookup or (), np.int32)
+    _detile(W, _layout(tiled), fmt.offset, np.float32(fmt.min_sign), lookup, row_start, out)
     return out
+
+
+__all__ = ["HAVE_VNNI", "TILED", "KIND", "QuantizedX", "matmul", "pack", "detile"]

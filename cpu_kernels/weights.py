@@ -5,8 +5,8 @@ prompt processing) on float32 activations.
 The kernel table has one row per GGML type: block size and bytes per block of the layout
 the kernel reads (from the `gguf` package, unless the type is repacked), whether the bytes
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
-bytes and the dequantizer of the repacked bytes (repack.py says why and how), and the tiled integer
-kernel (tiles.py) that replaces both matvec and matmul on CPUs with AVX-512 VNNI.
+bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with AVX-512
+VNNI the quantized types use the integer tile kernels instead (tiles.py: their own table).
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,37 +33,34 @@ class KernelFormat:
     interleaved: bool = True         # False: float weights kept in GGUF layout
     repack: Optional[Callable] = None        # (raw, rows, cols) -> bytes in this row's layout
     dequantize: Optional[Callable] = None    # (repacked raw rows, out) for matmul
-    tiled: Optional[tl.TiledKernel] = None   # the integer kernel, where the CPU has VNNI
 
     @property
     def name(self):
         return self.type.name
 
 
-def _row(qtype, matvec, interleaved=True, tiled=None):
+def _row(qtype, matvec, interleaved=True):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    return KernelFormat(qtype, block_size, type_size, matvec, interleaved, tiled=tiled)
+    return KernelFormat(qtype, block_size, type_size, matvec, interleaved)
 
 
 def _repacked(qtype, repack, with_mins=False):
     """A type converted at load to Q8_16 or, with mins, Q8_16M (repack.py)."""
     if with_mins:
-        return KernelFormat(qtype, 32, rp.Q8_16M_BYTES, mv.matvec_q8_16m, True, repack, rp.dequantize_q8_16m,
-                            tl.TILED_Q8_16M)
-    return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16,
-                        tl.TILED_Q8_16)
+        return KernelFormat(qtype, 32, rp.Q8_16M_BYTES, mv.matvec_q8_16m, True, repack, rp.dequantize_q8_16m)
+    return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16)
 
 
 KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.F32, mv.matvec_f32, interleaved=False),
     _row(T.F16, mv.matvec_f16, interleaved=False),
     _row(T.BF16, mv.matvec_bf16, interleaved=False),
-    _row(T.Q8_0, mv.matvec_q8_0, tiled=tl.TILED_Q8_0),
-    _row(T.Q4_0, mv.matvec_q4_0, tiled=tl.TILED_Q4_0),
-    _row(T.Q4_1, mv.matvec_q4_1, tiled=tl.TILED_Q4_1),
+    _row(T.Q8_0, mv.matvec_q8_0),
+    _row(T.Q4_0, mv.matvec_q4_0),
+    _row(T.Q4_1, mv.matvec_q4_1),
     _repacked(T.Q5_0, rp.repack_q5_0),
     _repacked(T.Q5_1, rp.repack_q5_1, with_mins=True),
-    _row(T.Q4_K, mv.matvec_q4_k, tiled=tl.TILED_Q4_K),
+    _row(T.Q4_K, mv.matvec_q4_k),
     _repacked(T.Q2_K, rp.repack_q2_k, with_mins=True),
     _repacked(T.Q3_K, rp.repack_q3_k),
     _repacked(T.Q5_K, rp.repack_q5_k, with_mins=True),
@@ -100,16 +97,17 @@ class PackedWeight:
         expected = self.rows * (self.cols // gguf_block) * gguf_bytes
         if raw.size != expected:
             raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {expected} bytes, got {raw.size}")
+        self.tiles = self.parts = self.values = None
+        self.tiled = tl.TILED.get(fmt.type) if use_tiles and tl.HAVE_VNNI else None
+        if self.tiled is not None:
+            self.tiles = tl.pack(fmt.type, raw, self.rows, self.cols)
+            return
         if fmt.repack is not None:
             raw = fmt.repack(raw, self.rows, self.cols)
             dequantize_rows = fmt.dequantize
         self.nb = self.cols // fmt.block_size
         self._dequantize_rows = dequantize_rows
-        self.tiles = self.parts = self.values = None
-        self.tiled = fmt.tiled if use_tiles and tl.HAVE_VNNI else None
-        if self.tiled is not None:
-            self.tiles = self.tiled.pack(raw, self.rows, self.cols)
-        elif fmt.interleaved:
+        if fmt.interleaved:
             self.parts = interleave(raw, self.rows, fmt.type_size)
         else:
             self.values = raw.view(FLOAT_VIEWS[fmt.type]).reshape(self.rows, self.cols)
@@ -151,7 +149,7 @@ class PackedWeight:
             out = np.empty(self.rows, np.float32)
         px = prepared if prepared is not None else self.prepare(x)
         if self.tiles is not None:
-            self.tiled.matmul(self.tiles, px.xq, px.xd, px.xs, out.reshape(1, -1))
+            tl.matmul(tl.KIND[self.format.type], self.tiles, px.xq, px.xd, px.xs, out.reshape(1, -1))
         elif self.values is not None:
             self.format.matvec(self.values, px, out)
         else:
@@ -162,7 +160,7 @@ class PackedWeight:
         """Rows [row_start, row_stop) as float32 (rows, cols)."""
         row_stop = self.rows if row_stop is None else row_stop
         if self.tiles is not None:
-            return tl.detile(self.tiled.format, self.tiles, row_start, row_stop)
+            return tl.detile(self.format.type, self.tiles, row_start, row_stop)
         if self.values is not None:
             if self.format.type == T.F32:
                 return self.values[row_start:row_stop]
@@ -187,7 +185,7 @@ class PackedWeight:
             out = np.empty((xs.shape[0], self.rows), np.float32)
         if self.tiles is not None:
             px = prepared if prepared is not None else self.prepare(xs)
-            self.tiled.matmul(self.tiles, px.xq, px.xd, px.xs, out)
+            tl.matmul(tl.KIND[self.format.type], self.tiles, px.xq, px.xd, px.xs, out)
             return out
         tile = max(1, MATMUL_TILE_BYTES // (4 * self.cols))
         for start in range(0, self.rows, tile):

@@ -401,16 +401,17 @@ def _as_f32(cache_rows):
 
 def _project(x, scratch, *targets):
     """out = W @ x for each (W, out): matvec kernels for one row, else matmul. The input is laid out once
-    per activation layout and shared (q, k and v; gate and up); `scratch` keeps those layouts between calls
-    (no allocation while generating)."""
+    per activation layout and shared (q, k and v; gate and up); for one row `scratch` keeps those layouts
+    between calls (no allocation while generating; batches of every prompt length are not kept)."""
     one = x.shape[0] == 1
+    layouts = scratch if one else {}
     fresh = set()
     for weight, out in targets:
-        key = (weight.activation_layout, x.shape[0])
+        key = weight.activation_layout
         if key not in fresh:
-            scratch[key] = weight.prepare(x[0] if one else x, scratch.get(key))
+            layouts[key] = weight.prepare(x[0] if one else x, layouts.get(key))
             fresh.add(key)
         if one:
-            weight.matvec(x[0], out[0], scratch[key])
+            weight.matvec(x[0], out[0], layouts[key])
         else:
-            weight.matmul(x, out, scratch[key])
+            weight.matmul(x, out, layouts[key])

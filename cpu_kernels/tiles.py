@@ -51,7 +51,9 @@ TILED = {
     T.IQ4_XS: TiledType(TileFormat("iq4_xs", 4, offset=128, scale="k32", record_blocks=8, lookup=IQ4_CODES), 136, 0),
 }
 KIND = {qtype: index for index, qtype in enumerate(TILED)}
+X_ROWS_TOGETHER = 3             # activation rows per pass over a tile in prompt processing
 _tile_dot = make_tile_dot([tiled.format for tiled in TILED.values()])
+_tile_dot_rows = make_tile_dot([tiled.format for tiled in TILED.values()], X_ROWS_TOGETHER)
 
 
 # ---------------------------------------------------------------- activations
@@ -120,11 +122,16 @@ class QuantizedX:
 
 @njit(cache=True, parallel=True)
 def matmul(kind, W, xq, xd, xs, out):
-    """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec."""
+    """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec. Rows of x go
+    through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them)."""
+    n, rows = out.shape
+    together = n - n % X_ROWS_TOGETHER
     for t in prange(W.shape[0]):
-        at, valid = t * W.shape[1] * W.shape[2], min(LANES, out.shape[1] - LANES * t)
-        for i in range(out.shape[0]):
-            _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * out.shape[1] + LANES * t, valid)
+        at, valid = t * W.shape[1] * W.shape[2], min(LANES, rows - LANES * t)
+        for i in range(0, together, X_ROWS_TOGETHER):
+            _tile_dot_rows(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
+        for i in range(together, n):
+            _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
 
 
 # ---------------------------------------------------------------- GGUF blocks -> tiles

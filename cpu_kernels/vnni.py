@@ -116,11 +116,10 @@ def _tile_dot_emitter(fmt: TileFormat):
             v = builder.and_(v, ir.Constant(V_BYTES, [(1 << bits) - 1] * 64))
         return v
 
-    def emit_block(builder, dpbusd, pshufb, w, x, j):
-        """The two 16-element halves' integer dot products (hi and lo planes combined) of block j."""
-        acc = [[ir.Constant(V_I32, None)] * X_PLANES for _ in range(2)]
+    def emit_codes(builder, pshufb, w, j):
+        """Block j's codes as 8 vectors of unsigned bytes, one per quad (unpacked once, used by every x row)."""
         codes_at = j * fmt.code_bytes
-        loaded = {}
+        loaded, codes = {}, []
         for quad in range(8):
             code = plane_code(builder, w, codes_at, fmt.low_bits, quad, loaded)
             if fmt.high_bits:
@@ -129,9 +128,16 @@ def _tile_dot_emitter(fmt: TileFormat):
             if fmt.lookup:
                 table = [v - 256 if v > 127 else v for v in fmt.lookup] * 4      # 16 entries per 128-bit lane
                 code = builder.call(pshufb, [ir.Constant(V_BYTES, table), code])
+            codes.append(builder.bitcast(code, V_I32))
+        return codes
+
+    def emit_dots(builder, dpbusd, codes, x):
+        """The two 16-element halves' integer dot products (hi and lo planes combined) of one x block."""
+        acc = [[ir.Constant(V_I32, None)] * X_PLANES for _ in range(2)]
+        for quad, code in enumerate(codes):
             for plane in range(X_PLANES):
                 xq = _splat(builder, _load(builder, x, 32 * plane + 4 * quad, I32), V_I32)
-                acc[quad // 4][plane] = builder.call(dpbusd, [acc[quad // 4][plane], builder.bitcast(code, V_I32), xq])
+                acc[quad // 4][plane] = builder.call(dpbusd, [acc[quad // 4][plane], code, xq])
         shift = ir.Constant(V_I32, [HI_SHIFT] * LANES)
         return [builder.add(builder.shl(hi, shift), lo) for hi, lo in acc]
 
@@ -172,23 +178,28 @@ def _tile_dot_emitter(fmt: TileFormat):
             acc = builder.call(fma, [builder.sitofp(mins, V_F32), builder.fmul(record_min, _splat(builder, signed_dx, V_F32)), acc])
         return acc
 
-    def emit(context, builder, arg_types, args):
-        W_, w_at_, XQ_, XD_, XS_, x_row_, n_blocks_, out_, out_at_, n_valid_ = args
+    def emit(context, builder, arg_types, args, x_rows):
+        W_, w_at_, XQ_, XD_, XS_, x_row_, n_blocks_, out_, out_at_, n_valid_, out_stride_ = args
         module = builder.module
         dpbusd = cgutils.get_or_insert_function(
             module, ir.FunctionType(V_I32, [V_I32, V_I32, V_I32]), "llvm.x86.avx512.vpdpbusd.512")
         pshufb = cgutils.get_or_insert_function(
             module, ir.FunctionType(V_BYTES, [V_BYTES, V_BYTES]), "llvm.x86.avx512.pshuf.b.512")
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(V_F32, [V_F32] * 3), "llvm.fma.v16f32")
-        w0 = builder.gep(_data(context, builder, arg_types[0], W_), [w_at_])
-        first = builder.mul(x_row_, n_blocks_)
-        xq0 = builder.gep(_data(context, builder, arg_types[2], XQ_), [builder.mul(first, ir.Constant(I64, 64))])
-        xd0 = builder.gep(_data(context, builder, arg_types[3], XD_), [first])
-        xs0 = builder.gep(_data(context, builder, arg_types[4], XS_), [builder.mul(first, ir.Constant(I64, 2))])
-        total = cgutils.alloca_once_value(builder, ir.Constant(V_F32, None))
-        n_records = builder.udiv(n_blocks_, ir.Constant(I64, fmt.record_blocks))
         prefetch = cgutils.get_or_insert_function(
             module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I32, I32, I32]), "llvm.prefetch.p0")
+        w0 = builder.gep(_data(context, builder, arg_types[0], W_), [w_at_])
+        xq_base = _data(context, builder, arg_types[2], XQ_)
+        xd_base = _data(context, builder, arg_types[3], XD_)
+        xs_base = _data(context, builder, arg_types[4], XS_)
+        activations = []        # per x row: its hi/lo bytes, scales and sums
+        for k in range(x_rows):
+            first = builder.mul(builder.add(x_row_, ir.Constant(I64, k)), n_blocks_)
+            activations.append((builder.gep(xq_base, [builder.mul(first, ir.Constant(I64, 64))]),
+                                builder.gep(xd_base, [first]),
+                                builder.gep(xs_base, [builder.mul(first, ir.Constant(I64, 2))])))
+        totals = [cgutils.alloca_once_value(builder, ir.Constant(V_F32, None)) for _ in range(x_rows)]
+        n_records = builder.udiv(n_blocks_, ir.Constant(I64, fmt.record_blocks))
         with cgutils.for_range(builder, n_records) as loop:
             w = builder.gep(w0, [builder.mul(loop.index, ir.Constant(I64, fmt.record_bytes))])
             for line in range(0, fmt.record_bytes, 64):
@@ -199,44 +210,51 @@ def _tile_dot_emitter(fmt: TileFormat):
                 record_scale = builder.fpext(_load(builder, w, record_scale_at, V_HALF), V_F32)
             if fmt.minimum in ("k32", "k16"):
                 record_min = builder.fpext(_load(builder, w, record_min_at, V_HALF), V_F32)
-            acc = builder.load(total)
+            accs = [builder.load(total) for total in totals]
             for j in range(fmt.record_blocks):
                 block = builder.add(builder.mul(loop.index, ir.Constant(I64, fmt.record_blocks)), ir.Constant(I64, j))
-                x = builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))])
-                dx = builder.load(builder.gep(xd0, [block]))
-                sums = [builder.load(builder.gep(xs0, [builder.add(builder.mul(block, ir.Constant(I64, 2)),
-                                                                    ir.Constant(I64, h))])) for h in range(2)]
-                dots = emit_block(builder, dpbusd, pshufb, w, x, j)
-                halves = [(dots[0], sums[0], 0), (dots[1], sums[1], 1)]
-                if not fmt.per_16:
-                    halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
-                if fmt.scale == "f16":
-                    acc = emit_half_float_scales(builder, fma, w, j, halves[0], dx, acc)
-                else:
-                    acc = emit_small_int_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc)
-            builder.store(acc, total)
+                codes = emit_codes(builder, pshufb, w, j)
+                for k, (xq0, xd0, xs0) in enumerate(activations):
+                    x = builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))])
+                    dx = builder.load(builder.gep(xd0, [block]))
+                    sums = [builder.load(builder.gep(xs0, [builder.add(builder.mul(block, ir.Constant(I64, 2)),
+                                                                        ir.Constant(I64, h))])) for h in range(2)]
+                    dots = emit_dots(builder, dpbusd, codes, x)
+                    halves = [(dots[0], sums[0], 0), (dots[1], sums[1], 1)]
+                    if not fmt.per_16:
+                        halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
+                    if fmt.scale == "f16":
+                        accs[k] = emit_half_float_scales(builder, fma, w, j, halves[0], dx, accs[k])
+                    else:
+                        accs[k] = emit_small_int_scales(builder, fma, w, j, halves, dx, record_scale, record_min, accs[k])
+            for acc, total in zip(accs, totals):
+                builder.store(acc, total)
         lanes = ir.Constant(V_I32, list(range(LANES)))
         mask = builder.icmp_signed("<", lanes, _splat(builder, builder.trunc(n_valid_, I32), V_I32))
         masked_store = cgutils.get_or_insert_function(
             module, ir.FunctionType(ir.VoidType(), [V_F32, V_F32.as_pointer(), I32, ir.VectorType(ir.IntType(1), LANES)]),
             "llvm.masked.store.v16f32.p0")
-        destination = builder.gep(_data(context, builder, arg_types[7], out_), [out_at_])
-        builder.call(masked_store, [builder.load(total), builder.bitcast(destination, V_F32.as_pointer()),
-                                    ir.Constant(I32, 4), mask])
+        out_base = _data(context, builder, arg_types[7], out_)
+        for k, total in enumerate(totals):
+            at = builder.add(out_at_, builder.mul(out_stride_, ir.Constant(I64, k)))
+            destination = builder.bitcast(builder.gep(out_base, [at]), V_F32.as_pointer())
+            builder.call(masked_store, [builder.load(total), destination, ir.Constant(I32, 4), mask])
     return emit
 
 
-def make_tile_dot(formats):
-    """An intrinsic tile_dot(kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid):
-    out[out_at + r] = row r of the tile at byte w_at of W times activation row x_row, for r < n_valid,
-    with W in tile format formats[kind]. XQ int8 (rows, n_blocks, 2, 32) hi/lo planes, XD float32
-    (rows, n_blocks) scales, XS int32 (rows, n_blocks, 2) sums of q over each 16 elements.
-    One intrinsic serves every format (a switch on kind, outside the loops), so one driver does."""
+def make_tile_dot(formats, x_rows=1):
+    """An intrinsic tile_dot(kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid, out_stride):
+    for k < x_rows and r < n_valid, out[out_at + k * out_stride + r] = row r of the tile at byte w_at of W
+    times activation row x_row + k, with W in tile format formats[kind]. XQ int8 (rows, n_blocks, 2, 32)
+    hi/lo planes, XD float32 (rows, n_blocks) scales, XS int32 (rows, n_blocks, 2) sums of q over each 16
+    elements. Several x rows share each unpacked weight vector (prompt processing). One intrinsic serves
+    every format (a switch on kind, outside the loops), so one driver does."""
     emitters = [_tile_dot_emitter(fmt) for fmt in formats]
 
     @intrinsic
-    def tile_dot(typingctx, kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid):
-        sig = types.void(types.intp, W, types.intp, XQ, XD, XS, types.intp, types.intp, out, types.intp, types.intp)
+    def tile_dot(typingctx, kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid, out_stride):
+        sig = types.void(types.intp, W, types.intp, XQ, XD, XS, types.intp, types.intp, out, types.intp,
+                         types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             done = builder.append_basic_block("tile_dot_done")
@@ -245,7 +263,7 @@ def make_tile_dot(formats):
                 case = builder.append_basic_block(f"tile_dot_{formats[index].name}")
                 switch.add_case(ir.Constant(args[0].type, index), case)
                 builder.position_at_end(case)
-                emit(context, builder, signature.args[1:], args[1:])
+                emit(context, builder, signature.args[1:], args[1:], x_rows)
                 builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()

@@ -114,6 +114,13 @@ def exp_nonpositive(x):
     return p * scale if x > F32(-87.0) else F32(0.0)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def sigmoid(z):
+    """1 / (1 + exp(-z)) through exp of a non-positive number only (no overflow; vectorizes)."""
+    e = exp_nonpositive(-abs(z))
+    return (F32(1.0) if z >= 0 else e) / (F32(1.0) + e)
+
+
 @njit(cache=True, fastmath=True)
 def softmax_inplace(v, n):
     """v[:n] = softmax(v[:n]); sum in float64."""
@@ -168,7 +175,7 @@ def silu_mul(gate, up, out):
     for t in prange(n):
         for i in range(d):
             g = gate[t, i]
-            out[t, i] = g / (F32(1.0) + np.exp(-g)) * up[t, i]
+            out[t, i] = g * sigmoid(g) * up[t, i]
 
 
 SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
@@ -182,7 +189,7 @@ def gelu_tanh_mul(gate, up, out):
         for i in range(d):
             g = gate[t, i]
             inner = SQRT_2_OVER_PI * g * (F32(1.0) + F32(0.044715) * g * g)
-            out[t, i] = F32(0.5) * g * (F32(1.0) + np.tanh(inner)) * up[t, i]
+            out[t, i] = g * sigmoid(F32(2.0) * inner) * up[t, i]      # 0.5 (1 + tanh(z)) = sigmoid(2 z)
 
 
 # ---------------------------------------------------------------- KV cache and attention

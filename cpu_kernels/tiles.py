@@ -269,8 +269,10 @@ def _put_small(record, kind, at, j, row, small):
 
 
 @njit(cache=True, inline="always")
-def _tile_rows(decode, src, dst, layout):
-    low_bits, high_bits, record_blocks, scale_kind, min_kind = layout[0], layout[1], layout[2], layout[3], layout[4]
+def _tile_rows(decode, src, dst, layout, low_bits, high_bits):
+    """Tiles from GGUF blocks; the bit widths come as constants from each format's caller, so that the
+    plane arithmetic folds (the rest of the layout is data)."""
+    record_blocks, scale_kind, min_kind = layout[2], layout[3], layout[4]
     scales_at, mins_at, record_scale_at, record_min_at, code_bytes, d_at, m_at = (
         layout[5], layout[6], layout[7], layout[8], layout[9], layout[10], layout[11])
     rows = src.shape[0]
@@ -299,62 +301,62 @@ def _tile_rows(decode, src, dst, layout):
 
 @njit(cache=True, parallel=True)
 def _tile_q4_0(src, dst, layout):
-    _tile_rows(decode_q4_0, src, dst, layout)
+    _tile_rows(decode_q4_0, src, dst, layout, 4, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q4_1(src, dst, layout):
-    _tile_rows(decode_q4_1, src, dst, layout)
+    _tile_rows(decode_q4_1, src, dst, layout, 4, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q5_0(src, dst, layout):
-    _tile_rows(decode_q5_0, src, dst, layout)
+    _tile_rows(decode_q5_0, src, dst, layout, 4, 1)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q5_1(src, dst, layout):
-    _tile_rows(decode_q5_1, src, dst, layout)
+    _tile_rows(decode_q5_1, src, dst, layout, 4, 1)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q8_0(src, dst, layout):
-    _tile_rows(decode_q8_0, src, dst, layout)
+    _tile_rows(decode_q8_0, src, dst, layout, 8, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_iq4_nl(src, dst, layout):
-    _tile_rows(decode_iq4_nl, src, dst, layout)
+    _tile_rows(decode_iq4_nl, src, dst, layout, 4, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q2_k(src, dst, layout):
-    _tile_rows(decode_q2_k, src, dst, layout)
+    _tile_rows(decode_q2_k, src, dst, layout, 2, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q3_k(src, dst, layout):
-    _tile_rows(decode_q3_k, src, dst, layout)
+    _tile_rows(decode_q3_k, src, dst, layout, 2, 1)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q4_k(src, dst, layout):
-    _tile_rows(decode_q4_k, src, dst, layout)
+    _tile_rows(decode_q4_k, src, dst, layout, 4, 0)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q5_k(src, dst, layout):
-    _tile_rows(decode_q5_k, src, dst, layout)
+    _tile_rows(decode_q5_k, src, dst, layout, 4, 1)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q6_k(src, dst, layout):
-    _tile_rows(decode_q6_k, src, dst, layout)
+    _tile_rows(decode_q6_k, src, dst, layout, 4, 2)
 
 
 @njit(cache=True, parallel=True)
 def _tile_iq4_xs(src, dst, layout):
-    _tile_rows(decode_iq4_xs, src, dst, layout)
+    _tile_rows(decode_iq4_xs, src, dst, layout, 4, 0)
 
 
 _PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q5_0: _tile_q5_0, T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0,

@@ -32,17 +32,21 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def matvec_gbps(weights, raw_bytes, x, seconds=1.0):
-    """GB/s of GGUF bytes for matvecs cycling through `weights` (copies of one matrix)."""
+def matvec_gbps(weights, raw_bytes, x, seconds=1.0, windows=3):
+    """GB/s of GGUF bytes for matvecs cycling through `weights` (copies of one matrix): the best of
+    `windows` timing windows, since other tenants of this shared machine take the memory bus in bursts."""
     prepared = weights[0].prepare(x)
     out = np.empty(weights[0].rows, np.float32)
     weights[0].matvec(x, out, prepared)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for w in weights:
-            w.matvec(x, out, prepared)
-        count += len(weights)
-    return raw_bytes * count / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(windows):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for w in weights:
+                w.matvec(x, out, prepared)
+            count += len(weights)
+        best = max(best, raw_bytes * count / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def pack_copies(raw, qtype, shape):

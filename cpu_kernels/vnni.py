@@ -1,16 +1,16 @@
 """Integer dot products of 16-row weight tiles with 15-bit activations, written as LLVM IR.
 
 Numba has no vector types and LLVM does not find VPDPBUSD (AVX-512 VNNI: 64 unsigned-byte x
-signed-byte products summed into 16 int32 lanes per instruction) in scalar loops, so each
-format's inner loop is emitted here directly, as an intrinsic the drivers in tiles.py call.
+signed-byte products summed into 16 int32 lanes per instruction) in scalar loops, so every
+format's tile dot product is emitted here directly: one intrinsic (a switch on the format) that
+tiles.matmul calls, in a one-row and a three-row form.
 
 Tile layout (tiles.py writes it): 16 consecutive weight rows, one 32-element block after another.
 For each block, the codes as 64-byte vectors: byte 4*r + t holds row r's codes for elements 4q + t
 of some quads q (8-bit codes: one quad per vector; 4-bit: quads k and k + 4 in vector k; 2-bit:
 four quads per vector; high bit planes likewise, see TileFormat). Then the block's per-row scales
-(and mins). One VPDPBUSD takes a
-vector and 4 activation bytes broadcast to every row: the 16 rows' partial sums stay in one
-register, with no horizontal sums.
+(and mins). One VPDPBUSD takes a vector and 4 activation bytes broadcast to every row: the 16 rows'
+partial sums stay in one register, with no horizontal sums.
 
 Activations are not float32 here: each 32-element block is x = dx * q with q a 15-bit integer
 (|q| <= 16383), split as q = 128 * hi + lo (hi signed, 0 <= lo < 128) so that both halves are

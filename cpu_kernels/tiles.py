@@ -19,10 +19,11 @@ from numba import njit, prange
 
 from .bits import fp16_to_fp32
 from .repack import KVALUES_IQ4NL, scale_min_k4
-from .vnni import LANES, TileFormat, make_tile_dot
+from .vnni import HI_SHIFT, LANES, TileFormat, make_tile_dot
 
 HAVE_VNNI = all(llvm.get_host_cpu_features().get(feature, False) for feature in ("avx512f", "avx512bw", "avx512vnni"))
 Q15_MAX = 16383                  # activation integers: |q| <= 2**14 - 1, split into two signed bytes
+LO_MASK = (1 << HI_SHIFT) - 1
 IQ4_CODES = tuple(int(v) + 128 for v in KVALUES_IQ4NL)
 
 
@@ -72,8 +73,8 @@ def _quantize_row(x, xq, xd, xs):
             total = np.int32(0)
             for e in range(16 * half, 16 * half + 16):
                 q = np.int32(np.rint(block[e] * inverse))
-                xq[b, 0, e] = np.int8(q >> 7)
-                xq[b, 1, e] = np.int8(q & 127)
+                xq[b, 0, e] = np.int8(q >> HI_SHIFT)
+                xq[b, 1, e] = np.int8(q & LO_MASK)
                 total += q
             xs[b, half] = total
 
@@ -95,10 +96,7 @@ class QuantizedX:
     __slots__ = ("xq", "xd", "xs", "size", "n")
 
     def __init__(self, xs_in):
-        xs_in = np.ascontiguousarray(xs_in, dtype=np.float32)
-        if xs_in.ndim == 1:
-            xs_in = xs_in[None, :]
-        self.n, self.size = xs_in.shape
+        self.n, self.size = (1, xs_in.shape[0]) if xs_in.ndim == 1 else xs_in.shape
         nb = self.size // 32
         self.xq = np.empty((self.n, nb, 2, 32), np.int8)
         self.xd = np.empty((self.n, nb), np.float32)
@@ -114,7 +112,7 @@ class QuantizedX:
 
     def dequantize(self):
         """The activations the kernels multiply, as float32 (n, size): what tests compare against."""
-        q = self.xq[:, :, 0].astype(np.float32) * 128 + self.xq[:, :, 1]
+        q = self.xq[:, :, 0].astype(np.float32) * (1 << HI_SHIFT) + self.xq[:, :, 1]
         return (q * self.xd[:, :, None]).reshape(self.n, self.size)
 
 
@@ -250,10 +248,16 @@ def _layout(tiled: TiledType):
 
 
 @njit(cache=True, inline="always")
+def _plane_at(bits, quad):
+    """vnni.plane_position for the packers: (vector, bit shift) of a quad in a plane of `bits` bits."""
+    return quad % bits, bits * (quad // bits)
+
+
+@njit(cache=True, inline="always")
 def _put_plane(record, at, bits, row, codes, shift_down):
-    """The `bits`-bit fields of codes >> shift_down into a plane (vnni.plane_position's order)."""
+    """The `bits`-bit fields of codes >> shift_down into a plane."""
     for quad in range(8):
-        vector, shift = quad % bits, bits * (quad // bits)
+        vector, shift = _plane_at(bits, quad)
         for t in range(4):
             value = (np.int32(codes[4 * quad + t]) >> shift_down) & ((1 << bits) - 1)
             record[at + 64 * vector + 4 * row + t] |= np.uint8(value << shift)
@@ -391,8 +395,7 @@ def _field(record, kind, at, record_at, j, half, row):
 
 @njit(cache=True, inline="always")
 def _plane_value(record, at, bits, row, e):
-    quad = e // 4
-    vector, shift = quad % bits, bits * (quad // bits)
+    vector, shift = _plane_at(bits, e // 4)
     return (np.int32(record[at + 64 * vector + 4 * row + e % 4]) >> shift) & ((1 << bits) - 1)
 
 

@@ -29,10 +29,10 @@ from numba.extending import intrinsic
 I8, I32, I64, F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 LANES = 16
 V_BYTES, V_I32, V_F32 = ir.VectorType(I8, 64), ir.VectorType(I32, LANES), ir.VectorType(F32, LANES)
-V_U8_16, V_HALF = ir.VectorType(I8, LANES), ir.VectorType(ir.HalfType(), LANES)
+V_I8_16, V_HALF = ir.VectorType(I8, LANES), ir.VectorType(ir.HalfType(), LANES)
 X_PLANES = 2          # activation bytes per element: hi and lo
 PREFETCH_BYTES = 4096  # how far ahead of its reads the kernel asks the cache for weight bytes
-HI_SHIFT = 7
+HI_SHIFT = 7           # an activation integer q = hi << HI_SHIFT | lo, both halves signed bytes
 
 
 @dataclass(frozen=True)
@@ -165,11 +165,11 @@ def _tile_dot_emitter(fmt: TileFormat):
         scaled = mins = None
         for dot, xsum, half in halves:
             at = LANES * j if fmt.scale == "k32" else LANES * (2 * j + half)
-            small = builder.sext(_load(builder, w, scales_at + at, V_U8_16), V_I32)
+            small = builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32)
             term = builder.mul(without_offset(builder, dot, xsum), small)
             scaled = term if scaled is None else builder.add(scaled, term)
             if fmt.minimum:
-                small_min = builder.sext(_load(builder, w, mins_at + at, V_U8_16), V_I32)
+                small_min = builder.sext(_load(builder, w, mins_at + at, V_I8_16), V_I32)
                 term = builder.mul(small_min, _splat(builder, xsum, V_I32))
                 mins = term if mins is None else builder.add(mins, term)
         acc = builder.call(fma, [builder.sitofp(scaled, V_F32), builder.fmul(record_scale, _splat(builder, dx, V_F32)), acc])

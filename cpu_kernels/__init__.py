@@ -36,6 +36,13 @@ def _use_versioned_numba_cache(package_dir):
 
 
 _previous_cache_dir = _use_versioned_numba_cache(Path(__file__).parent)
+KERNEL_CACHE_DIR = Path(numba.config.CACHE_DIR)
+
+
+def kernels_compiled():
+    """Whether this version's kernels are in Numba's on-disk cache already (False on a first run, when
+    loading a model compiles them for this CPU: tens of seconds)."""
+    return KERNEL_CACHE_DIR.is_dir() and any(KERNEL_CACHE_DIR.rglob("*.nbi"))
 
 from .bandwidth import read_bandwidth
 from .layout import InterleavedX, deinterleave, interleave
@@ -64,6 +71,6 @@ def set_threads(n_threads=None):
     return n
 
 
-__all__ = ["KERNELS", "KernelFormat", "PackedWeight", "InterleavedX", "interleave", "deinterleave",
+__all__ = ["kernels_compiled", "KERNELS", "KernelFormat", "PackedWeight", "InterleavedX", "interleave", "deinterleave",
            "set_threads", "rms_norm", "add_rms_norm", "add", "rope_angles", "apply_rope", "softmax",
            "silu_mul", "gelu_tanh_mul", "store_kv", "attention", "masked_softmax", "map_threads", "read_bandwidth"]

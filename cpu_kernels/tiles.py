@@ -254,13 +254,17 @@ def _plane_at(bits, quad):
 
 
 @njit(cache=True, inline="always")
-def _put_plane(record, at, bits, row, codes, shift_down):
-    """The `bits`-bit fields of codes >> shift_down into a plane."""
-    for quad in range(8):
-        vector, shift = _plane_at(bits, quad)
-        for t in range(4):
-            value = (np.int32(codes[4 * quad + t]) >> shift_down) & ((1 << bits) - 1)
-            record[at + 64 * vector + 4 * row + t] |= np.uint8(value << shift)
+def _put_plane(record, at, bits, codes, shift_down):
+    """The `bits`-bit fields of the 16 rows' codes >> shift_down (codes (16, 32)) as a plane: each byte
+    is built whole and written once, in order."""
+    mask = (1 << bits) - 1
+    for vector in range(bits):
+        for p in range(64):
+            row, t = p >> 2, p & 3
+            value = 0
+            for quad in range(vector, 8, bits):
+                value |= ((np.int32(codes[row, 4 * quad + t]) >> shift_down) & mask) << (bits * (quad // bits))
+            record[at + 64 * vector + p] = np.uint8(value)
 
 
 @njit(cache=True, inline="always")
@@ -274,29 +278,34 @@ def _put_small(record, kind, at, j, row, small):
 
 @njit(cache=True, inline="always")
 def _tile_rows(decode, src, dst, layout, low_bits, high_bits):
-    """Tiles from GGUF blocks; the bit widths come as constants from each format's caller, so that the
+    """Tiles from GGUF blocks, one 32-block of all 16 rows at a time: decoded into a (16, 32) code matrix,
+    then written out plane by plane. The bit widths come as constants from each format's caller, so that the
     plane arithmetic folds (the rest of the layout is data)."""
     record_blocks, scale_kind, min_kind = layout[2], layout[3], layout[4]
     scales_at, mins_at, record_scale_at, record_min_at, code_bytes, d_at, m_at = (
         layout[5], layout[6], layout[7], layout[8], layout[9], layout[10], layout[11])
     rows = src.shape[0]
     for t in prange(dst.shape[0]):
-        codes = np.empty(32, np.uint8)
+        codes = np.zeros((LANES, 32), np.uint8)
         small = np.zeros(4, np.int32)
-        for r in range(min(LANES, rows - LANES * t)):
-            for b in range(src.shape[1]):
-                block, record = src[LANES * t + r, b], dst[t, b]
-                for j in range(record_blocks):
-                    decode(block, j, codes, small)
-                    _put_plane(record, code_bytes * j, low_bits, r, codes, 0)
-                    if high_bits:
-                        _put_plane(record, code_bytes * j + 64 * low_bits, high_bits, r, codes, low_bits)
+        valid = min(LANES, rows - LANES * t)
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            for j in range(record_blocks):
+                for r in range(valid):
+                    block = src[LANES * t + r, b]
+                    decode(block, j, codes[r], small)
                     if scale_kind == 1:
                         record[scales_at + 32 * j + 2 * r:scales_at + 32 * j + 2 * r + 2] = block[d_at:d_at + 2]
                     if min_kind == 1:
                         record[mins_at + 32 * j + 2 * r:mins_at + 32 * j + 2 * r + 2] = block[m_at:m_at + 2]
                     _put_small(record, scale_kind, scales_at, j, r, small)
                     _put_small(record, min_kind, mins_at, j, r, small[2:])
+                _put_plane(record, code_bytes * j, low_bits, codes, 0)
+                if high_bits:
+                    _put_plane(record, code_bytes * j + 64 * low_bits, high_bits, codes, low_bits)
+            for r in range(valid):
+                block = src[LANES * t + r, b]
                 if scale_kind > 1:
                     record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[d_at:d_at + 2]
                 if min_kind > 1:

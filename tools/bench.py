@@ -25,6 +25,8 @@ from runtime import DEFAULT_MODEL, resolve_model
 from runtime.model import Model
 from runtime.profile import Profile
 
+from .model_args import say_if_compiling
+
 HELP = "measure prompt and generation tokens/s (optionally against llama.cpp)"
 
 
@@ -116,6 +118,7 @@ def main(args):
         args.threads = os.cpu_count()
     path = resolve_model(args.model)
     n_ctx = max(args.n_prompt, args.n_gen, 1)
+    say_if_compiling()
     engines = [NibbleEngine(path, args.threads, n_ctx, max(args.n_prompt, 1))]
     if args.profile:
         return profile(engines[0], args, path)

@@ -1,5 +1,16 @@
-"""Options shared by the commands that load a model (chat, run), and loading it with one clear error."""
+"""Options shared by the commands that load a model (chat, run, bench, perplexity), and loading it with one
+clear error."""
+import sys
+
+import cpu_kernels
 from runtime import DEFAULT_MODEL, Llama, resolve_model
+
+
+def say_if_compiling():
+    """One line on a first run, when loading compiles the kernels for this CPU (instead of silence)."""
+    if not cpu_kernels.kernels_compiled():
+        print("nibble: compiling kernels for this CPU (first run only; about a minute) ...", file=sys.stderr,
+              flush=True)
 
 
 def add_model_arguments(parser, sampling_defaults):
@@ -20,6 +31,7 @@ def add_model_arguments(parser, sampling_defaults):
 
 def load(args):
     path = resolve_model(args.model)
+    say_if_compiling()
     return Llama(model_path=str(path), n_ctx=args.ctx_size, n_threads=args.threads, verbose=False)
 
 

@@ -16,6 +16,8 @@ from runtime import resolve_model
 from runtime.model import Model
 from runtime.perplexity import perplexity
 
+from .model_args import say_if_compiling
+
 HELP = "perplexity (and KL divergence from a base model) over a text, like llama-perplexity"
 
 
@@ -34,7 +36,9 @@ def main(args):
     if not path.is_file():
         raise ValueError(f"{path}: no such text file")
     text = path.read_text(encoding="utf-8")
-    model = Model(resolve_model(args.model), n_threads=args.threads)
+    model_path = resolve_model(args.model)
+    say_if_compiling()
+    model = Model(model_path, n_threads=args.threads)
     base = Model(resolve_model(args.kl_divergence_base), n_threads=args.threads) if args.kl_divergence_base else None
     tokens = model.tokenizer.encode(text, add_special=True, parse_special=False)
     print(f"{path.name}: {len(tokens)} tokens, {len(tokens) // args.ctx_size} chunks of {args.ctx_size}",

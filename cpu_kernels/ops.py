@@ -3,7 +3,9 @@
 Shapes are in comments; every kernel writes into a buffer the caller owns, so a decode
 step allocates nothing. Reductions accumulate in float64 where ggml uses ggml_float.
 """
+import functools
 import math
+import types as pytypes
 
 import numpy as np
 from numba import njit, prange, types
@@ -11,10 +13,28 @@ from numba.extending import overload
 
 from .bits import F32, bits_to_f32, fp16_to_fp32, fp32_to_fp16
 
+SERIAL_BELOW = 1 << 15     # elements: below this a row-wise op runs on the calling thread
+
+
+def rowwise(py_fn):
+    """A row-wise kernel compiled twice: over the threads for batches, on the calling thread for one token
+    (generation), where waking the other threads for a few microseconds of work costs more than the work."""
+    parallel = njit(cache=True, parallel=True, fastmath=True)(py_fn)
+    serial_fn = pytypes.FunctionType(py_fn.__code__, py_fn.__globals__, py_fn.__name__ + "_serial",
+                                     py_fn.__defaults__, py_fn.__closure__)
+    serial_fn.__qualname__ = py_fn.__qualname__ + "_serial"
+    serial = njit(cache=True, fastmath=True)(serial_fn)
+
+    @functools.wraps(py_fn)
+    def run(x, *args):
+        return (serial if x.size < SERIAL_BELOW else parallel)(x, *args)
+    run.parallel, run.serial = parallel, serial
+    return run
+
 
 # ---------------------------------------------------------------- norms and residuals
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def rms_norm(x, weight, eps, out):
     """x (n, d) -> out (n, d) = x / sqrt(mean(x^2) + eps) * weight (d,)."""
     n, d = x.shape
@@ -28,7 +48,7 @@ def rms_norm(x, weight, eps, out):
             out[t, i] = row[i] * scale * weight[i]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def add_rms_norm(residual, delta, weight, eps, out):
     """Fused: residual += delta (in place), then out = rms_norm(residual) * weight."""
     n, d = residual.shape
@@ -44,7 +64,7 @@ def add_rms_norm(residual, delta, weight, eps, out):
             out[t, i] = row[i] * scale * weight[i]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def add(x, delta):
     """x += delta, for (n, d) arrays."""
     n, d = x.shape
@@ -72,7 +92,7 @@ def rope_angles(positions, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
     return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def apply_rope(x, cos, sin, neox):
     """x (n_tokens, n_heads, head_dim) rotated in place on its first 2 * cos.shape[1] dims.
     neox=False pairs (2i, 2i+1) (llama); neox=True pairs (i, i + n_rot/2) (gemma, qwen)."""
@@ -137,7 +157,7 @@ def softmax_inplace(v, n):
         v[i] *= inv
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def softmax(x, out):
     """Row-wise softmax of x (n, d)."""
     for t in prange(x.shape[0]):
@@ -168,7 +188,7 @@ def masked_softmax(scores, q_pos, group, slot_pos, scale, window):
         softmax_inplace(row, row.size)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def silu_mul(gate, up, out):
     """out = silu(gate) * up, for (n, d) arrays (the SwiGLU feed-forward)."""
     n, d = gate.shape
@@ -181,7 +201,7 @@ def silu_mul(gate, up, out):
 SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@rowwise
 def gelu_tanh_mul(gate, up, out):
     """out = gelu_tanh(gate) * up (Gemma's GeGLU), exact tanh form."""
     n, d = gate.shape

@@ -244,7 +244,7 @@ def _layout(tiled: TiledType):
     """The packer's view of a format: bits, record blocks, field kinds and offsets, GGUF scale offsets."""
     fmt = tiled.format
     return np.array((fmt.low_bits, fmt.high_bits, fmt.record_blocks, _KINDS[fmt.scale], _KINDS[fmt.minimum],
-                     *fmt.field_offsets(), fmt.code_bytes, tiled.d_at, tiled.m_at), np.int64)
+                     *fmt.field_offsets(), fmt.block_stride, tiled.d_at, tiled.m_at), np.int64)
 
 
 @njit(cache=True, inline="always")
@@ -268,12 +268,12 @@ def _put_plane(record, at, bits, codes, shift_down):
 
 
 @njit(cache=True, inline="always")
-def _put_small(record, kind, at, j, row, small):
+def _put_small(record, kind, at, row, small):
     if kind == 2:
-        record[at + 16 * j + row] = np.uint8(small[0] & 255)
+        record[at + row] = np.uint8(small[0] & 255)
     elif kind == 3:
         for h in range(2):
-            record[at + 16 * (2 * j + h) + row] = np.uint8(small[h] & 255)
+            record[at + 16 * h + row] = np.uint8(small[h] & 255)
 
 
 @njit(cache=True, inline="always")
@@ -282,7 +282,7 @@ def _tile_rows(decode, src, dst, layout, low_bits, high_bits):
     then written out plane by plane. The bit widths come as constants from each format's caller, so that the
     plane arithmetic folds (the rest of the layout is data)."""
     record_blocks, scale_kind, min_kind = layout[2], layout[3], layout[4]
-    scales_at, mins_at, record_scale_at, record_min_at, code_bytes, d_at, m_at = (
+    scales_at, mins_at, record_scale_at, record_min_at, stride, d_at, m_at = (
         layout[5], layout[6], layout[7], layout[8], layout[9], layout[10], layout[11])
     rows = src.shape[0]
     for t in prange(dst.shape[0]):
@@ -296,14 +296,16 @@ def _tile_rows(decode, src, dst, layout, low_bits, high_bits):
                     block = src[LANES * t + r, b]
                     decode(block, j, codes[r], small)
                     if scale_kind == 1:
-                        record[scales_at + 32 * j + 2 * r:scales_at + 32 * j + 2 * r + 2] = block[d_at:d_at + 2]
+                        at = stride * j + scales_at + 2 * r
+                        record[at:at + 2] = block[d_at:d_at + 2]
                     if min_kind == 1:
-                        record[mins_at + 32 * j + 2 * r:mins_at + 32 * j + 2 * r + 2] = block[m_at:m_at + 2]
-                    _put_small(record, scale_kind, scales_at, j, r, small)
-                    _put_small(record, min_kind, mins_at, j, r, small[2:])
-                _put_plane(record, code_bytes * j, low_bits, codes, 0)
+                        at = stride * j + mins_at + 2 * r
+                        record[at:at + 2] = block[m_at:m_at + 2]
+                    _put_small(record, scale_kind, stride * j + scales_at, r, small)
+                    _put_small(record, min_kind, stride * j + mins_at, r, small[2:])
+                _put_plane(record, stride * j, low_bits, codes, 0)
                 if high_bits:
-                    _put_plane(record, code_bytes * j + 64 * low_bits, high_bits, codes, low_bits)
+                    _put_plane(record, stride * j + 64 * low_bits, high_bits, codes, low_bits)
             for r in range(valid):
                 block = src[LANES * t + r, b]
                 if scale_kind > 1:
@@ -395,10 +397,11 @@ def _half_at(record, at):
 
 
 @njit(cache=True, inline="always")
-def _field(record, kind, at, record_at, j, half, row):
+def _field(record, kind, at, record_at, half, row):
+    """A scale or min of block (at = its field's offset in the record) for one row and 16-element half."""
     if kind == 1:
-        return _half_at(record, at + 32 * j + 2 * row)
-    small_at = at + 16 * j + row if kind == 2 else at + 16 * (2 * j + half) + row
+        return _half_at(record, at + 2 * row)
+    small_at = at + row if kind == 2 else at + 16 * half + row
     return _half_at(record, record_at + 2 * row) * np.float32(np.int8(record[small_at]))
 
 
@@ -411,22 +414,22 @@ def _plane_value(record, at, bits, row, e):
 @njit(cache=True, parallel=True)
 def _detile(W, layout, offset, min_sign, lookup, row_start, out):
     low_bits, high_bits, record_blocks, scale_kind, min_kind = layout[0], layout[1], layout[2], layout[3], layout[4]
-    scales_at, mins_at, record_scale_at, record_min_at, code_bytes = layout[5], layout[6], layout[7], layout[8], layout[9]
+    scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
     for i in prange(out.shape[0]):
         t, row = divmod(row_start + i, 16)
         for rec in range(W.shape[1]):
             record = W[t, rec]
             for j in range(record_blocks):
                 for e in range(32):
-                    code = _plane_value(record, code_bytes * j, low_bits, row, e)
+                    code = _plane_value(record, stride * j, low_bits, row, e)
                     if high_bits:
-                        code |= _plane_value(record, code_bytes * j + 64 * low_bits, high_bits, row, e) << low_bits
+                        code |= _plane_value(record, stride * j + 64 * low_bits, high_bits, row, e) << low_bits
                     if lookup.size:
                         code = lookup[code]
                     half = e // 16
-                    value = _field(record, scale_kind, scales_at, record_scale_at, j, half, row) * np.float32(code - offset)
+                    value = _field(record, scale_kind, stride * j + scales_at, record_scale_at, half, row) * np.float32(code - offset)
                     if min_kind:
-                        value += min_sign * _field(record, min_kind, mins_at, record_min_at, j, half, row)
+                        value += min_sign * _field(record, min_kind, stride * j + mins_at, record_min_at, half, row)
                     out[i, 32 * (rec * record_blocks + j) + e] = value
 
 

@@ -63,11 +63,18 @@ class TileFormat:
     def field_bytes(kind):
         return {None: 0, "f16": 2 * LANES, "k32": LANES, "k16": 2 * LANES}[kind]
 
+    @property
+    def block_stride(self):
+        """Bytes from one 32-block to the next inside a record: its codes, then its scales and mins, so that
+        a record reads front to back (the hardware prefetchers follow one stream, not two)."""
+        return self.code_bytes + self.field_bytes(self.scale) + self.field_bytes(self.minimum)
+
     def field_offsets(self):
-        """Byte offsets inside a record: scales, mins, record scale, record min (codes come first)."""
-        scales = self.record_blocks * self.code_bytes
-        mins = scales + self.record_blocks * self.field_bytes(self.scale)
-        record_scale = mins + self.record_blocks * self.field_bytes(self.minimum)
+        """Byte offsets of block 0's scales and mins (block j's are block_stride * j further on), then of
+        the record's scale and min, which follow the last block."""
+        scales = self.code_bytes
+        mins = scales + self.field_bytes(self.scale)
+        record_scale = self.record_blocks * self.block_stride
         record_min = record_scale + 2 * LANES * (self.scale in ("k32", "k16"))
         return scales, mins, record_scale, record_min
 
@@ -118,7 +125,7 @@ def _tile_dot_emitter(fmt: TileFormat):
 
     def emit_codes(builder, pshufb, w, j):
         """Block j's codes as 8 vectors of unsigned bytes, one per quad (unpacked once, used by every x row)."""
-        codes_at = j * fmt.code_bytes
+        codes_at = j * fmt.block_stride
         loaded, codes = {}, []
         for quad in range(8):
             code = plane_code(builder, w, codes_at, fmt.low_bits, quad, loaded)
@@ -149,11 +156,11 @@ def _tile_dot_emitter(fmt: TileFormat):
     def emit_half_float_scales(builder, fma, w, j, block_dot, dx, acc):
         """acc += d * dx * (dot - offset * sum x) (+ m * dx * sum x): one half float (and min) per 32-block."""
         dot, xsum, _ = block_dot
-        scale = builder.fpext(_load(builder, w, scales_at + 2 * LANES * j, V_HALF), V_F32)
+        scale = builder.fpext(_load(builder, w, scales_at + fmt.block_stride * j, V_HALF), V_F32)
         acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32),
                                  builder.fmul(scale, _splat(builder, dx, V_F32)), acc])
         if fmt.minimum:
-            minimum = builder.fpext(_load(builder, w, mins_at + 2 * LANES * j, V_HALF), V_F32)
+            minimum = builder.fpext(_load(builder, w, mins_at + fmt.block_stride * j, V_HALF), V_F32)
             x_total = builder.fmul(dx, builder.sitofp(xsum, F32))
             acc = builder.call(fma, [minimum, _splat(builder, x_total, V_F32), acc])
         return acc
@@ -164,7 +171,7 @@ def _tile_dot_emitter(fmt: TileFormat):
         ranges with 15-bit activations (worst cases Q6_K and IQ4_XS: 2.13e9)."""
         scaled = mins = None
         for dot, xsum, half in halves:
-            at = LANES * j if fmt.scale == "k32" else LANES * (2 * j + half)
+            at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
             small = builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32)
             term = builder.mul(without_offset(builder, dot, xsum), small)
             scaled = term if scaled is None else builder.add(scaled, term)

@@ -165,6 +165,32 @@ def test_rms_norm_and_fused_residual():
     assert np.abs(out - s / np.sqrt((s ** 2).mean(1, keepdims=True) + 1e-6) * w).max() < 1e-5
 
 
+@pytest.mark.parametrize("name", ["rms_norm", "add_rms_norm", "add", "apply_rope", "softmax", "silu_mul",
+                                  "gelu_tanh_mul"])
+def test_rowwise_ops_serial_equals_parallel(name):
+    """Generation runs the row-wise ops on the calling thread, batches over the threads: the same numbers up to
+    float32 rounding (the two compilations may contract or vectorize differently: 1 ulp)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 64)).astype(np.float32)
+    cos, sin = cpu_kernels.rope_angles(np.array([0, 5, 900]), 64, 10000.0)
+    w = rng.standard_normal(256).astype(np.float32)
+    args = {"rms_norm": lambda x2, o: (x2, w, 1e-5, o), "add_rms_norm": lambda x2, o: (x2, x2 * 0.5, w, 1e-5, o),
+            "add": lambda x2, o: (x2, x2 * 0.5), "softmax": lambda x2, o: (x2, o),
+            "silu_mul": lambda x2, o: (x2, x2 * 0.5, o), "gelu_tanh_mul": lambda x2, o: (x2, x2 * 0.5, o)}
+    op = getattr(ops, name)
+    results = []
+    for variant in (op.serial, op.parallel):
+        if name == "apply_rope":
+            y = x.copy()
+            variant(y, cos, sin, True)
+            results.append(y)
+            continue
+        x2, o = x.reshape(3, 256).copy(), np.zeros((3, 256), np.float32)
+        variant(*args[name](x2, o))
+        results.append(np.concatenate([x2, o]))
+    assert np.allclose(results[0], results[1], rtol=3e-7, atol=1e-30)
+
+
 @pytest.mark.parametrize("neox", [False, True])
 def test_rope(neox):
     rng = np.random.default_rng(1)

@@ -5,25 +5,30 @@ step allocates nothing. Reductions accumulate in float64 where ggml uses ggml_fl
 """
 import functools
 import math
-import types as pytypes
 
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
 from .bits import F32, bits_to_f32, fp16_to_fp32, fp32_to_fp16
 
-SERIAL_BELOW = 1 << 15     # elements: below this a row-wise op runs on the calling thread
+SERIAL_BELOW = 1 << 15     # elements: below this a row-wise op runs on the calling thread alone
 
 
 def rowwise(py_fn):
-    """A row-wise kernel compiled twice: over the threads for batches, on the calling thread for one token
-    (generation), where waking the other threads for a few microseconds of work costs more than the work."""
+    """A row-wise kernel that runs over the kernel threads for batches and on the calling thread alone for
+    one token (generation), where waking the other threads for a few microseconds of work costs more than
+    the work. Both run the same compiled code (a parallel region of one thread), so they give the same bits."""
     parallel = njit(cache=True, parallel=True, fastmath=True)(py_fn)
-    serial_fn = pytypes.FunctionType(py_fn.__code__, py_fn.__globals__, py_fn.__name__ + "_serial",
-                                     py_fn.__defaults__, py_fn.__closure__)
-    serial_fn.__qualname__ = py_fn.__qualname__ + "_serial"
-    serial = njit(cache=True, fastmath=True)(serial_fn)
+
+    def serial(*args):
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return parallel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
     @functools.wraps(py_fn)
     def run(x, *args):

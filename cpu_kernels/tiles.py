@@ -255,16 +255,18 @@ def _plane_at(bits, quad):
 
 @njit(cache=True, inline="always")
 def _put_plane(record, at, bits, codes, shift_down):
-    """The `bits`-bit fields of the 16 rows' codes >> shift_down (codes (16, 32)) as a plane: each byte
-    is built whole and written once, in order."""
-    mask = (1 << bits) - 1
+    """The `bits`-bit fields of the 16 rows' codes >> shift_down (codes (16, 32)) as a plane, four bytes at a
+    time: a row's 4 codes of a quad are one 32-bit word, and a plane word ORs the quads that share a vector
+    (each field stays inside its byte)."""
+    mask = np.uint32(((1 << bits) - 1) * 0x01010101)
+    words = codes.view(np.uint32)             # (16, 8): row, quad
+    out = record[at:at + 64 * bits].view(np.uint32)
     for vector in range(bits):
-        for p in range(64):
-            row, t = p >> 2, p & 3
-            value = 0
+        for row in range(LANES):
+            value = np.uint32(0)
             for quad in range(vector, 8, bits):
-                value |= ((np.int32(codes[row, 4 * quad + t]) >> shift_down) & mask) << (bits * (quad // bits))
-            record[at + 64 * vector + p] = np.uint8(value)
+                value |= ((words[row, quad] >> np.uint32(shift_down)) & mask) << np.uint32(bits * (quad // bits))
+            out[16 * vector + row] = value
 
 
 @njit(cache=True, inline="always")
@@ -374,9 +376,182 @@ def _tile_iq4_xs(src, dst, layout):
     _tile_rows(decode_iq4_xs, src, dst, layout, 4, 0)
 
 
-_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q5_0: _tile_q5_0, T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0,
-            T.IQ4_NL: _tile_iq4_nl, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k, T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k,
-            T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
+# Word-level packers for the most used types: a row's four codes of a quad sit in one 32-bit word of the GGUF
+# block and one plane word of the tile, so each tile word is a few shifts and masks of one or two source words
+# (the generic path above decodes byte by byte: 2-5x slower; it still packs Q5_0, Q5_1, Q2_K and Q3_K).
+# tests/test_kernels.py checks them against the generic packers byte for byte.
+
+NIBBLES, CRUMBS = np.uint32(0x0F0F0F0F), np.uint32(0x03030303)
+
+
+@njit(cache=True, inline="always")
+def _word(block, at):
+    """The little-endian 32-bit word at byte `at` of a block (any alignment)."""
+    return (np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16)
+            | (np.uint32(block[at + 3]) << 24))
+
+
+@njit(cache=True, parallel=True)
+def _tile_q4_k_words(src, dst, layout):
+    scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                for j in range(8):
+                    shift = np.uint32(4 * (j & 1))
+                    qs = 16 + 32 * (j >> 1)
+                    for k in range(4):
+                        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
+                        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
+                        words[(stride * j) // 4 + 16 * k + r] = low | (high << np.uint32(4))
+                    scale, minimum = scale_min_k4(j, block)
+                    record[stride * j + scales_at + r] = np.uint8(scale)
+                    record[stride * j + mins_at + r] = np.uint8(minimum)
+                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
+                record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[2:4]
+
+
+@njit(cache=True, parallel=True)
+def _tile_q6_k_words(src, dst, layout):
+    scales_at, record_scale_at, stride = layout[5], layout[7], layout[9]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                for j in range(8):
+                    half, chunk = j >> 2, j & 3
+                    ql = 64 * half + 32 * (chunk & 1)
+                    qh = 128 + 32 * half
+                    low_shift, high_shift = np.uint32(4 * (chunk >> 1)), np.uint32(2 * chunk)
+                    at = (stride * j) // 4
+                    for k in range(4):
+                        low = (_word(block, ql + 4 * k) >> low_shift) & NIBBLES
+                        high = (_word(block, ql + 16 + 4 * k) >> low_shift) & NIBBLES
+                        words[at + 16 * k + r] = low | (high << np.uint32(4))
+                    for v in range(2):
+                        value = np.uint32(0)
+                        for quad in range(v, 8, 2):
+                            value |= ((_word(block, qh + 4 * quad) >> high_shift) & CRUMBS) << np.uint32(2 * (quad // 2))
+                        words[at + 64 + 16 * v + r] = value
+                    for h in range(2):
+                        record[stride * j + scales_at + 16 * h + r] = block[192 + 2 * j + h]
+                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[208:210]
+
+
+@njit(cache=True, parallel=True)
+def _tile_q5_k_words(src, dst, layout):
+    scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                for j in range(8):
+                    shift = np.uint32(4 * (j & 1))
+                    qs = 48 + 32 * (j >> 1)
+                    at = (stride * j) // 4
+                    for k in range(4):
+                        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
+                        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
+                        words[at + 16 * k + r] = low | (high << np.uint32(4))
+                    fifth = np.uint32(0)
+                    for quad in range(8):
+                        fifth |= ((_word(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
+                    words[at + 64 + r] = fifth
+                    scale, minimum = scale_min_k4(j, block)
+                    record[stride * j + scales_at + r] = np.uint8(scale)
+                    record[stride * j + mins_at + r] = np.uint8(minimum)
+                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
+                record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[2:4]
+
+
+@njit(cache=True, inline="always")
+def _copy_nibble_words(words, at, row, block, qs):
+    """16 bytes of GGUF nibbles (elements e and e + 16 in byte e) are already a 4-bit tile plane's layout."""
+    for k in range(4):
+        words[at + 16 * k + row] = _word(block, qs + 4 * k)
+
+
+@njit(cache=True, inline="always")
+def _tile_nibble_blocks(src, dst, layout, qs_at):
+    """Q4_0, Q4_1, IQ4_NL: one 32-block per record, codes copied word by word, half-float scale (and min)."""
+    scales_at, mins_at, d_at, m_at = layout[5], layout[6], layout[10], layout[11]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                _copy_nibble_words(words, 0, r, block, qs_at)
+                record[scales_at + 2 * r:scales_at + 2 * r + 2] = block[d_at:d_at + 2]
+                if m_at >= 0:
+                    record[mins_at + 2 * r:mins_at + 2 * r + 2] = block[m_at:m_at + 2]
+
+
+@njit(cache=True, parallel=True)
+def _tile_q4_0_words(src, dst, layout):
+    _tile_nibble_blocks(src, dst, layout, 2)
+
+
+@njit(cache=True, parallel=True)
+def _tile_q4_1_words(src, dst, layout):
+    _tile_nibble_blocks(src, dst, layout, 4)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq4_nl_words(src, dst, layout):
+    _tile_nibble_blocks(src, dst, layout, 2)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq4_xs_words(src, dst, layout):
+    scales_at, record_scale_at, stride = layout[5], layout[7], layout[9]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+                for j in range(8):
+                    _copy_nibble_words(words, (stride * j) // 4, r, block, 8 + 16 * j)
+                    small = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
+                    record[stride * j + scales_at + r] = np.uint8(small & 255)
+                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
+
+
+@njit(cache=True, parallel=True)
+def _tile_q8_0_words(src, dst, layout):
+    scales_at = layout[5]
+    rows = src.shape[0]
+    for t in prange(dst.shape[0]):
+        for b in range(src.shape[1]):
+            record = dst[t, b]
+            words = record.view(np.uint32)
+            for r in range(min(LANES, rows - LANES * t)):
+                block = src[LANES * t + r, b]
+                for quad in range(8):
+                    words[16 * quad + r] = _word(block, 2 + 4 * quad) ^ np.uint32(0x80808080)     # int8 + 128
+                record[scales_at + 2 * r:scales_at + 2 * r + 2] = block[0:2]
+
+
+_PACKERS = {T.Q4_0: _tile_q4_0_words, T.Q4_1: _tile_q4_1_words, T.Q5_0: _tile_q5_0, T.Q5_1: _tile_q5_1,
+            T.Q8_0: _tile_q8_0_words, T.IQ4_NL: _tile_iq4_nl_words, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k,
+            T.Q4_K: _tile_q4_k_words, T.Q5_K: _tile_q5_k_words, T.Q6_K: _tile_q6_k_words, T.IQ4_XS: _tile_iq4_xs_words}
+# the generic path (a decoder per type), for the tests
+BYTEWISE_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q8_0: _tile_q8_0, T.IQ4_NL: _tile_iq4_nl,
+                    T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k, T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
 
 
 def pack(qtype, raw, rows, cols):

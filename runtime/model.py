@@ -5,8 +5,11 @@ attention with grouped-query heads and RoPE, then a gated feed-forward. The desc
 optional pieces the architecture has (per-head q/k norms, post-norms, sliding-window layers, ...).
 
 Weights are packed once at load into the kernels' layout (cpu_kernels.PackedWeight). A forward pass over
-n tokens uses matvec kernels when n == 1 (generation) and dequantize-plus-BLAS matmuls otherwise (prompt
-processing). Activations stay float32 throughout (llama.cpp quantizes them to 8 bits).
+n tokens uses matvec kernels when n == 1 (generation) and matmul kernels otherwise (prompt processing). On
+CPUs with AVX-512 VNNI, quantized weights multiply activations rounded to 15-bit integers per 32 values
+(cpu_kernels/tiles.py; llama.cpp rounds them to 8 bits); elsewhere, and for float weights, activations stay
+float32 (float matvec kernels; dequantize-plus-BLAS for prompts). Everything between the products (norms,
+RoPE, attention, gates, the residual stream) is float32.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 import cpu_kernels
-from cpu_kernels import KERNELS, PackedWeight, deinterleave, interleave, ops
+from cpu_kernels import KERNELS, PackedWeight, deinterleave, interleave, ops, tiles
 from gguf_io import FORMATS, dequantize, open_gguf, quantize
 
 RTOL = 1e-5     # float32 accumulation against float64, relative to sum |w| |x| (the dot's own scale)
@@ -145,6 +145,20 @@ def test_one_thread_gives_the_same_numbers():
     assert np.array_equal(one, both)
     with pytest.raises(ValueError, match="more than"):
         cpu_kernels.set_threads(10_000)
+
+
+@pytest.mark.skipif(not tiles.HAVE_VNNI, reason="the tile packers serve the AVX-512 VNNI kernels")
+@pytest.mark.parametrize("qtype", list(tiles.BYTEWISE_PACKERS), ids=lambda t: t.name)
+def test_word_packers_equal_the_generic_ones(qtype):
+    """The word-level packers (load time) write the same tile bytes as the byte-by-byte decoders."""
+    rng = np.random.default_rng(4)
+    for rows in (16, 37):
+        raw = quantize(rng.standard_normal((rows, 512)).astype(np.float32), qtype)
+        fast = tiles.pack(qtype, raw, rows, 512)
+        generic = np.zeros_like(fast)
+        tiled = tiles.TILED[qtype]
+        tiles.BYTEWISE_PACKERS[qtype](raw.reshape(rows, -1, tiled.block_bytes), generic, tiles._layout(tiled))
+        assert np.array_equal(fast, generic)
 
 
 # ---------------------------------------------------------------- transformer-step ops

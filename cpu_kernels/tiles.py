@@ -118,18 +118,35 @@ class QuantizedX:
 
 # ---------------------------------------------------------------- the driver: out (n, rows) = x rows @ W.T
 
+GROUP_WEIGHT_BYTES = 1 << 17    # prompt matmuls: tiles taken together, and activation rows taken together,
+CHUNK_X_BYTES = 1 << 18         # so that both stay in a core's L2 cache while they meet
+
+
 @njit(cache=True, parallel=True)
 def matmul(kind, W, xq, xd, xs, out):
     """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec. Rows of x go
-    through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them)."""
+    through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them).
+
+    Blocked for the cache: each thread takes a group of tiles (~128 KB) and runs chunks of x rows (~256 KB)
+    through all of them, so the group is read from memory once and each chunk once per group (a 512-token
+    prompt's activations are 2-8 MB: read once per tile they cost more than the weights)."""
     n, rows = out.shape
     together = n - n % X_ROWS_TOGETHER
-    for t in prange(W.shape[0]):
-        at, valid = t * W.shape[1] * W.shape[2], min(LANES, rows - LANES * t)
-        for i in range(0, together, X_ROWS_TOGETHER):
-            _tile_dot_rows(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
-        for i in range(together, n):
-            _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
+    tile_bytes = W.shape[1] * W.shape[2]
+    group = max(1, GROUP_WEIGHT_BYTES // tile_bytes) if together else 1     # a matvec: tiles spread evenly
+    chunk = max(1, CHUNK_X_BYTES // (xd.shape[1] * 64 * X_ROWS_TOGETHER)) * X_ROWS_TOGETHER
+    n_groups = (W.shape[0] + group - 1) // group
+    for g in prange(n_groups):
+        first, stop = g * group, min(W.shape[0], (g + 1) * group)
+        for c in range(0, together, chunk):
+            for t in range(first, stop):
+                at, valid = t * tile_bytes, min(LANES, rows - LANES * t)
+                for i in range(c, min(together, c + chunk), X_ROWS_TOGETHER):
+                    _tile_dot_rows(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
+        for t in range(first, stop):
+            at, valid = t * tile_bytes, min(LANES, rows - LANES * t)
+            for i in range(together, n):
+                _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
 
 
 # ---------------------------------------------------------------- GGUF blocks -> tiles

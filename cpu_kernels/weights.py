@@ -112,6 +112,24 @@ class PackedWeight:
         else:
             self.values = raw.view(FLOAT_VIEWS[fmt.type]).reshape(self.rows, self.cols)
 
+    @classmethod
+    def from_tiles(cls, tiles, qtype, shape):
+        """A weight whose tiles were packed earlier (the runtime keeps them in a file between runs)."""
+        self = cls.__new__(cls)
+        self.format = KERNELS[T(qtype)]
+        self.rows, self.cols = int(shape[0]), int(np.prod(shape[1:]))
+        self.tiled = tl.TILED[self.format.type]
+        fmt = self.tiled.format
+        expected = (-(-self.rows // tl.LANES), self.cols // (32 * fmt.record_blocks), fmt.record_bytes)
+        if tuple(tiles.shape) != expected or tiles.dtype != np.uint8:
+            raise ValueError(f"{fmt.name} {self.rows}x{self.cols} tiles must be {expected} bytes, got {tiles.shape}")
+        self.tiles, self.parts, self.values = tiles, None, None
+        return self
+
+    @property
+    def uses_tiles(self):
+        return self.tiles is not None
+
     @property
     def nbytes(self):
         if self.tiles is not None:

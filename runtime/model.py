@@ -22,6 +22,7 @@ import numpy as np
 import cpu_kernels as K
 from gguf_io import block_format, open_gguf
 
+from . import tile_cache
 from .tokenizer import Tokenizer
 
 
@@ -94,10 +95,13 @@ class HyperParams:
 
 
 class _Weights:
-    """Looks tensors up by name and packs them, naming what is missing."""
+    """Looks tensors up by name and packs them, naming what is missing. Tiles packed on an earlier load come
+    from the tile cache (tile_cache.py); tiles packed now are kept in `packed` for it."""
 
-    def __init__(self, gguf, arch):
+    def __init__(self, gguf, arch, cached_tiles=None):
         self.gguf, self.arch = gguf, arch
+        self.cached_tiles = cached_tiles
+        self.packed = {}
 
     def has(self, name):
         return name in self.gguf.tensors
@@ -118,9 +122,14 @@ class _Weights:
         if len(shape) != 2 or (rows is not None and shape[0] != rows) or (cols is not None and shape[1] != cols):
             raise ModelError(f"tensor {name!r} has shape {shape}, expected ({rows}, {cols})")
         try:
-            return K.PackedWeight(tensor.raw, tensor.type, shape, block_format(tensor.type).dequantize_blocks)
+            if self.cached_tiles is not None and name in self.cached_tiles:
+                return K.PackedWeight.from_tiles(self.cached_tiles[name], tensor.type, shape)
+            weight = K.PackedWeight(tensor.raw, tensor.type, shape, block_format(tensor.type).dequantize_blocks)
         except ValueError as error:
             raise ModelError(f"tensor {name!r}: {error}") from None
+        if weight.uses_tiles:
+            self.packed[name] = weight.tiles
+        return weight
 
 
 @dataclass
@@ -218,7 +227,8 @@ class Model:
                              f"(nibble runs: {', '.join(sorted(ARCHITECTURES))})")
         self.tokenizer = Tokenizer(meta)
         self.hp = hp = HyperParams.from_metadata(meta, self.arch_name, self.tokenizer.n_vocab)
-        weights = _Weights(self.gguf, self.arch_name)
+        cached_tiles = tile_cache.load(self.path)
+        weights = _Weights(self.gguf, self.arch_name, cached_tiles)
         embd = weights.tensor("token_embd.weight")
         if embd.shape != (hp.n_vocab, hp.n_embd):
             raise ModelError(f"token_embd.weight has shape {embd.shape}, expected ({hp.n_vocab}, {hp.n_embd})")
@@ -232,6 +242,8 @@ class Model:
         for i in range(hp.n_layer):
             self.layers.append(self._layer(weights, i))
             self.gguf.drop_resident_pages()   # the packed copy lives in its own memory: count the bytes once
+        if cached_tiles is None and weights.packed:
+            tile_cache.save(self.path, weights.packed)
         self._workspace = None
 
     def _layer(self, w, i):

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,10 @@ from gguf_io import open_gguf
 from runtime import resolve_model
 
 DATA = Path(__file__).parent / "data"
+
+# The tests load many temporary model files: their packed tiles are not worth a cache file each.
+# test_model.py's tile-cache test turns the cache on for itself.
+os.environ.setdefault("NIBBLE_TILE_CACHE", "0")
 
 
 @pytest.fixture(scope="session")

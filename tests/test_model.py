@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from gguf_io import open_gguf
+import cpu_kernels
+from runtime import tile_cache
 from runtime.model import Model, ModelError
 
 from tiny_model import build_tiny_llama, reference_logits
@@ -87,3 +89,27 @@ def test_windowless_reference_differs(tmp_path, smollm_gguf):
     assert np.abs(got - windowed).max() < 2e-3 * np.abs(windowed).max()
     full = reference_logits(build_tiny_llama(tmp_path / "full.gguf", smollm_gguf, arch="gemma3", n_layer=6), tokens)
     assert np.abs(got[20:] - full[20:]).max() > 0.05 * np.abs(full).max()
+
+
+@pytest.mark.skipif(not cpu_kernels.tiles.HAVE_VNNI, reason="only the integer kernels' tiles are cached")
+def test_tile_cache_maps_the_packed_tiles_on_the_second_load(smollm2_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("NIBBLE_TILE_CACHE", "1")
+    monkeypatch.setenv("NIBBLE_CACHE", str(tmp_path))
+    first = Model(smollm2_path)
+    cached = tile_cache.cache_path(smollm2_path)
+    assert cached.exists()
+    second = Model(smollm2_path)
+    for a, b in zip(first.layers, second.layers):
+        for name in ("wq", "wk", "wv", "wo", "gate", "up", "down"):
+            assert np.array_equal(getattr(a, name).tiles, getattr(b, name).tiles)
+            assert not getattr(b, name).tiles.flags.owndata          # a view of the mapped cache file
+    tokens = [1, 4093, 198, 1780, 314]
+    expected = first.forward(tokens, first.new_cache(16))
+    assert np.array_equal(second.forward(tokens, second.new_cache(16)), expected)
+    del second                                   # (a mapped file must not be cut short under a live model)
+    with open(cached, "r+b") as f:               # a damaged cache file is packed again, and replaced
+        f.truncate(cached.stat().st_size // 2)
+    third = Model(smollm2_path)
+    assert third.layers[-1].down.tiles.flags.owndata
+    assert np.array_equal(third.forward(tokens, third.new_cache(16)), expected)
+    assert tile_cache.load(smollm2_path) is not None

@@ -165,10 +165,31 @@ def _tile_dot_emitter(fmt: TileFormat):
             acc = builder.call(fma, [minimum, _splat(builder, x_total, V_F32), acc])
         return acc
 
-    def emit_small_int_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
-        """Super-block formats: acc += (small scale * record scale * dx) * dot (- (small min * record min) *
-        dx * sum x) per 32-block (or 16-element half). The small scales times the record's scale are the same
-        for every activation row, so a three-row pass computes them once (LLVM shares the identical loads and
+    def emit_integer_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
+        """Super-block formats, one activation row (generation): the small integer scales (and mins) multiply
+        the integer dot products before one conversion per 32-block (ggml's order); |sum| < 2**31 for every
+        format's code and scale ranges with 15-bit activations (worst cases Q6_K and IQ4_XS: 2.13e9). Fewer
+        instructions than emit_float_scales when nothing is shared: matvec 1.1-1.2x faster per core."""
+        scaled = mins = None
+        for dot, xsum, half in halves:
+            at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
+            small = builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32)
+            term = builder.mul(without_offset(builder, dot, xsum), small)
+            scaled = term if scaled is None else builder.add(scaled, term)
+            if fmt.minimum:
+                small_min = builder.sext(_load(builder, w, mins_at + at, V_I8_16), V_I32)
+                term = builder.mul(small_min, _splat(builder, xsum, V_I32))
+                mins = term if mins is None else builder.add(mins, term)
+        acc = builder.call(fma, [builder.sitofp(scaled, V_F32), builder.fmul(record_scale, _splat(builder, dx, V_F32)), acc])
+        if fmt.minimum:
+            signed_dx = builder.fneg(dx) if fmt.min_sign < 0 else dx
+            acc = builder.call(fma, [builder.sitofp(mins, V_F32), builder.fmul(record_min, _splat(builder, signed_dx, V_F32)), acc])
+        return acc
+
+    def emit_float_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
+        """Super-block formats, several activation rows (prompt processing): acc += (small scale * record
+        scale * dx) * dot (- (small min * record min) * dx * sum x) per 32-block (or 16-element half). The small scales times the record's scale are the same
+        for every activation row, so the three-row pass computes them once (LLVM shares the identical loads and
         products); per row that leaves one multiply and two FMAs, where integer products of the small scales
         took six of the multiply units' slots that VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
         for dot, xsum, half in halves:
@@ -203,6 +224,7 @@ def _tile_dot_emitter(fmt: TileFormat):
                                 builder.gep(xd_base, [first]),
                                 builder.gep(xs_base, [builder.mul(first, ir.Constant(I64, 2))])))
         totals = [cgutils.alloca_once_value(builder, ir.Constant(V_F32, None)) for _ in range(x_rows)]
+        emit_scales = emit_integer_scales if x_rows == 1 else emit_float_scales
         n_records = builder.udiv(n_blocks_, ir.Constant(I64, fmt.record_blocks))
         with cgutils.for_range(builder, n_records) as loop:
             w = builder.gep(w0, [builder.mul(loop.index, ir.Constant(I64, fmt.record_bytes))])
@@ -230,7 +252,7 @@ def _tile_dot_emitter(fmt: TileFormat):
                     if fmt.scale == "f16":
                         accs[k] = emit_half_float_scales(builder, fma, w, j, halves[0], dx, accs[k])
                     else:
-                        accs[k] = emit_small_int_scales(builder, fma, w, j, halves, dx, record_scale, record_min, accs[k])
+                        accs[k] = emit_scales(builder, fma, w, j, halves, dx, record_scale, record_min, accs[k])
             for acc, total in zip(accs, totals):
                 builder.store(acc, total)
         lanes = ir.Constant(V_I32, list(range(LANES)))

@@ -408,87 +408,27 @@ def _word(block, at):
             | (np.uint32(block[at + 3]) << 24))
 
 
-@njit(cache=True, parallel=True)
-def _tile_q4_k_words(src, dst, layout):
-    scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
+@njit(cache=True, inline="always")
+def _tile_words(pack_row, src, dst, layout):
+    """The word packers' common loop: pack_row(block, record, words, row, layout) fills one row of a record
+    (words: the record as 32-bit words) from that row's GGUF block."""
     rows = src.shape[0]
     for t in prange(dst.shape[0]):
         for b in range(src.shape[1]):
             record = dst[t, b]
             words = record.view(np.uint32)
             for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                for j in range(8):
-                    shift = np.uint32(4 * (j & 1))
-                    qs = 16 + 32 * (j >> 1)
-                    for k in range(4):
-                        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
-                        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
-                        words[(stride * j) // 4 + 16 * k + r] = low | (high << np.uint32(4))
-                    scale, minimum = scale_min_k4(j, block)
-                    record[stride * j + scales_at + r] = np.uint8(scale)
-                    record[stride * j + mins_at + r] = np.uint8(minimum)
-                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
-                record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[2:4]
+                pack_row(src[LANES * t + r, b], record, words, r, layout)
 
 
-@njit(cache=True, parallel=True)
-def _tile_q6_k_words(src, dst, layout):
-    scales_at, record_scale_at, stride = layout[5], layout[7], layout[9]
-    rows = src.shape[0]
-    for t in prange(dst.shape[0]):
-        for b in range(src.shape[1]):
-            record = dst[t, b]
-            words = record.view(np.uint32)
-            for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                for j in range(8):
-                    half, chunk = j >> 2, j & 3
-                    ql = 64 * half + 32 * (chunk & 1)
-                    qh = 128 + 32 * half
-                    low_shift, high_shift = np.uint32(4 * (chunk >> 1)), np.uint32(2 * chunk)
-                    at = (stride * j) // 4
-                    for k in range(4):
-                        low = (_word(block, ql + 4 * k) >> low_shift) & NIBBLES
-                        high = (_word(block, ql + 16 + 4 * k) >> low_shift) & NIBBLES
-                        words[at + 16 * k + r] = low | (high << np.uint32(4))
-                    for v in range(2):
-                        value = np.uint32(0)
-                        for quad in range(v, 8, 2):
-                            value |= ((_word(block, qh + 4 * quad) >> high_shift) & CRUMBS) << np.uint32(2 * (quad // 2))
-                        words[at + 64 + 16 * v + r] = value
-                    for h in range(2):
-                        record[stride * j + scales_at + 16 * h + r] = block[192 + 2 * j + h]
-                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[208:210]
-
-
-@njit(cache=True, parallel=True)
-def _tile_q5_k_words(src, dst, layout):
-    scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
-    rows = src.shape[0]
-    for t in prange(dst.shape[0]):
-        for b in range(src.shape[1]):
-            record = dst[t, b]
-            words = record.view(np.uint32)
-            for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                for j in range(8):
-                    shift = np.uint32(4 * (j & 1))
-                    qs = 48 + 32 * (j >> 1)
-                    at = (stride * j) // 4
-                    for k in range(4):
-                        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
-                        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
-                        words[at + 16 * k + r] = low | (high << np.uint32(4))
-                    fifth = np.uint32(0)
-                    for quad in range(8):
-                        fifth |= ((_word(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
-                    words[at + 64 + r] = fifth
-                    scale, minimum = scale_min_k4(j, block)
-                    record[stride * j + scales_at + r] = np.uint8(scale)
-                    record[stride * j + mins_at + r] = np.uint8(minimum)
-                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
-                record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[2:4]
+@njit(cache=True, inline="always")
+def _nibble_pairs(words, at, row, block, qs, shift):
+    """4-bit codes kept as the low (shift 0) or high (shift 4) nibbles of 32 bytes, elements e and e + 16
+    apart: tile vector k holds quad k in its low nibbles and quad k + 4 in its high ones."""
+    for k in range(4):
+        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
+        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
+        words[at + 16 * k + row] = low | (high << np.uint32(4))
 
 
 @njit(cache=True, inline="always")
@@ -499,72 +439,116 @@ def _copy_nibble_words(words, at, row, block, qs):
 
 
 @njit(cache=True, inline="always")
-def _tile_nibble_blocks(src, dst, layout, qs_at):
-    """Q4_0, Q4_1, IQ4_NL: one 32-block per record, codes copied word by word, half-float scale (and min)."""
-    scales_at, mins_at, d_at, m_at = layout[5], layout[6], layout[10], layout[11]
-    rows = src.shape[0]
-    for t in prange(dst.shape[0]):
-        for b in range(src.shape[1]):
-            record = dst[t, b]
-            words = record.view(np.uint32)
-            for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                _copy_nibble_words(words, 0, r, block, qs_at)
-                record[scales_at + 2 * r:scales_at + 2 * r + 2] = block[d_at:d_at + 2]
-                if m_at >= 0:
-                    record[mins_at + 2 * r:mins_at + 2 * r + 2] = block[m_at:m_at + 2]
+def _k_scales(block, record, r, layout, j):
+    """Q4_K/Q5_K: block j's 6-bit scale and min of one row, as small integers."""
+    scale, minimum = scale_min_k4(j, block)
+    record[layout[9] * j + layout[5] + r] = np.uint8(scale)
+    record[layout[9] * j + layout[6] + r] = np.uint8(minimum)
+
+
+@njit(cache=True, inline="always")
+def _row_q4_k(block, record, words, r, layout):
+    stride = layout[9]
+    for j in range(8):
+        _nibble_pairs(words, (stride * j) // 4, r, block, 16 + 32 * (j >> 1), np.uint32(4 * (j & 1)))
+        _k_scales(block, record, r, layout, j)
+    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
+    record[layout[8] + 2 * r:layout[8] + 2 * r + 2] = block[2:4]
+
+
+@njit(cache=True, inline="always")
+def _row_q5_k(block, record, words, r, layout):
+    stride = layout[9]
+    for j in range(8):
+        at = (stride * j) // 4
+        _nibble_pairs(words, at, r, block, 48 + 32 * (j >> 1), np.uint32(4 * (j & 1)))
+        fifth = np.uint32(0)
+        for quad in range(8):
+            fifth |= ((_word(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
+        words[at + 64 + r] = fifth
+        _k_scales(block, record, r, layout, j)
+    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
+    record[layout[8] + 2 * r:layout[8] + 2 * r + 2] = block[2:4]
+
+
+@njit(cache=True, inline="always")
+def _row_q6_k(block, record, words, r, layout):
+    stride = layout[9]
+    for j in range(8):
+        half, chunk = j >> 2, j & 3
+        at = (stride * j) // 4
+        _nibble_pairs(words, at, r, block, 64 * half + 32 * (chunk & 1), np.uint32(4 * (chunk >> 1)))
+        high_shift = np.uint32(2 * chunk)
+        for v in range(2):
+            value = np.uint32(0)
+            for quad in range(v, 8, 2):
+                value |= ((_word(block, 128 + 32 * half + 4 * quad) >> high_shift) & CRUMBS) << np.uint32(2 * (quad // 2))
+            words[at + 64 + 16 * v + r] = value
+        for h in range(2):
+            record[stride * j + layout[5] + 16 * h + r] = block[192 + 2 * j + h]
+    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[208:210]
+
+
+@njit(cache=True, inline="always")
+def _row_iq4_xs(block, record, words, r, layout):
+    stride = layout[9]
+    high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+    for j in range(8):
+        _copy_nibble_words(words, (stride * j) // 4, r, block, 8 + 16 * j)
+        small = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
+        record[stride * j + layout[5] + r] = np.uint8(small & 255)
+    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
+
+
+@njit(cache=True, inline="always")
+def _row_q8_0(block, record, words, r, layout):
+    for quad in range(8):
+        words[16 * quad + r] = _word(block, 2 + 4 * quad) ^ np.uint32(0x80808080)     # int8 + 128
+    record[layout[5] + 2 * r:layout[5] + 2 * r + 2] = block[0:2]
+
+
+@njit(cache=True, inline="always")
+def _row_nibble_block(block, record, words, r, layout):
+    """Q4_0, Q4_1, IQ4_NL: one 32-block per record, half-float scale (and min); the codes follow them."""
+    qs_at = 4 if layout[11] >= 0 else 2
+    _copy_nibble_words(words, 0, r, block, qs_at)
+    record[layout[5] + 2 * r:layout[5] + 2 * r + 2] = block[layout[10]:layout[10] + 2]
+    if layout[11] >= 0:
+        record[layout[6] + 2 * r:layout[6] + 2 * r + 2] = block[layout[11]:layout[11] + 2]
 
 
 @njit(cache=True, parallel=True)
-def _tile_q4_0_words(src, dst, layout):
-    _tile_nibble_blocks(src, dst, layout, 2)
+def _tile_q4_k_words(src, dst, layout):
+    _tile_words(_row_q4_k, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
-def _tile_q4_1_words(src, dst, layout):
-    _tile_nibble_blocks(src, dst, layout, 4)
+def _tile_q5_k_words(src, dst, layout):
+    _tile_words(_row_q5_k, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
-def _tile_iq4_nl_words(src, dst, layout):
-    _tile_nibble_blocks(src, dst, layout, 2)
+def _tile_q6_k_words(src, dst, layout):
+    _tile_words(_row_q6_k, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
 def _tile_iq4_xs_words(src, dst, layout):
-    scales_at, record_scale_at, stride = layout[5], layout[7], layout[9]
-    rows = src.shape[0]
-    for t in prange(dst.shape[0]):
-        for b in range(src.shape[1]):
-            record = dst[t, b]
-            words = record.view(np.uint32)
-            for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                high = np.int32(block[2]) | (np.int32(block[3]) << 8)
-                for j in range(8):
-                    _copy_nibble_words(words, (stride * j) // 4, r, block, 8 + 16 * j)
-                    small = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
-                    record[stride * j + scales_at + r] = np.uint8(small & 255)
-                record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[0:2]
+    _tile_words(_row_iq4_xs, src, dst, layout)
 
 
 @njit(cache=True, parallel=True)
 def _tile_q8_0_words(src, dst, layout):
-    scales_at = layout[5]
-    rows = src.shape[0]
-    for t in prange(dst.shape[0]):
-        for b in range(src.shape[1]):
-            record = dst[t, b]
-            words = record.view(np.uint32)
-            for r in range(min(LANES, rows - LANES * t)):
-                block = src[LANES * t + r, b]
-                for quad in range(8):
-                    words[16 * quad + r] = _word(block, 2 + 4 * quad) ^ np.uint32(0x80808080)     # int8 + 128
-                record[scales_at + 2 * r:scales_at + 2 * r + 2] = block[0:2]
+    _tile_words(_row_q8_0, src, dst, layout)
 
 
-_PACKERS = {T.Q4_0: _tile_q4_0_words, T.Q4_1: _tile_q4_1_words, T.Q5_0: _tile_q5_0, T.Q5_1: _tile_q5_1,
-            T.Q8_0: _tile_q8_0_words, T.IQ4_NL: _tile_iq4_nl_words, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k,
+@njit(cache=True, parallel=True)
+def _tile_nibble_block_words(src, dst, layout):
+    _tile_words(_row_nibble_block, src, dst, layout)
+
+
+_PACKERS = {T.Q4_0: _tile_nibble_block_words, T.Q4_1: _tile_nibble_block_words, T.Q5_0: _tile_q5_0,
+            T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0_words, T.IQ4_NL: _tile_nibble_block_words, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k,
             T.Q4_K: _tile_q4_k_words, T.Q5_K: _tile_q5_k_words, T.Q6_K: _tile_q6_k_words, T.IQ4_XS: _tile_iq4_xs_words}
 # the generic path (a decoder per type), for the tests
 BYTEWISE_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q8_0: _tile_q8_0, T.IQ4_NL: _tile_iq4_nl,

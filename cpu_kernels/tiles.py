@@ -439,11 +439,14 @@ def _copy_nibble_words(words, at, row, block, qs):
 
 
 @njit(cache=True, inline="always")
-def _k_scales(block, record, r, layout, j):
-    """Q4_K/Q5_K: block j's 6-bit scale and min of one row, as small integers."""
-    scale, minimum = scale_min_k4(j, block)
-    record[layout[9] * j + layout[5] + r] = np.uint8(scale)
-    record[layout[9] * j + layout[6] + r] = np.uint8(minimum)
+def _k_scales(block, record, r, layout):
+    """Q4_K/Q5_K: one row's 6-bit scales and mins as small integers, and its super-block d and dmin."""
+    for j in range(8):
+        scale, minimum = scale_min_k4(j, block)
+        record[layout[9] * j + layout[5] + r] = np.uint8(scale)
+        record[layout[9] * j + layout[6] + r] = np.uint8(minimum)
+    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
+    record[layout[8] + 2 * r:layout[8] + 2 * r + 2] = block[2:4]
 
 
 @njit(cache=True, inline="always")
@@ -451,9 +454,7 @@ def _row_q4_k(block, record, words, r, layout):
     stride = layout[9]
     for j in range(8):
         _nibble_pairs(words, (stride * j) // 4, r, block, 16 + 32 * (j >> 1), np.uint32(4 * (j & 1)))
-        _k_scales(block, record, r, layout, j)
-    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
-    record[layout[8] + 2 * r:layout[8] + 2 * r + 2] = block[2:4]
+    _k_scales(block, record, r, layout)
 
 
 @njit(cache=True, inline="always")
@@ -466,9 +467,7 @@ def _row_q5_k(block, record, words, r, layout):
         for quad in range(8):
             fifth |= ((_word(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
         words[at + 64 + r] = fifth
-        _k_scales(block, record, r, layout, j)
-    record[layout[7] + 2 * r:layout[7] + 2 * r + 2] = block[0:2]
-    record[layout[8] + 2 * r:layout[8] + 2 * r + 2] = block[2:4]
+    _k_scales(block, record, r, layout)
 
 
 @njit(cache=True, inline="always")
@@ -555,13 +554,17 @@ BYTEWISE_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q8_0: _tile_q8_0, 
                     T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k, T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
 
 
+def tile_shape(qtype, rows, cols):
+    """(tiles, records, record bytes) of a rows x cols weight of a quantized type."""
+    fmt = TILED[qtype].format
+    return -(-rows // LANES), cols // (32 * fmt.record_blocks), fmt.record_bytes
+
+
 def pack(qtype, raw, rows, cols):
     """GGUF block rows of a quantized type -> tiles (tiles, records, record bytes), new memory."""
     tiled = TILED[qtype]
-    fmt = tiled.format
-    n_records = cols // (32 * fmt.record_blocks)
-    dst = np.zeros((-(-rows // LANES), n_records, fmt.record_bytes), np.uint8)
-    _PACKERS[qtype](np.asarray(raw, np.uint8).reshape(rows, n_records, tiled.block_bytes), dst, _layout(tiled))
+    dst = np.zeros(tile_shape(qtype, rows, cols), np.uint8)
+    _PACKERS[qtype](np.asarray(raw, np.uint8).reshape(rows, dst.shape[1], tiled.block_bytes), dst, _layout(tiled))
     return dst
 
 
@@ -619,4 +622,4 @@ def detile(qtype, W, row_start, row_stop):
     return out
 
 
-__all__ = ["HAVE_VNNI", "TILED", "KIND", "QuantizedX", "matmul", "pack", "detile"]
+__all__ = ["HAVE_VNNI", "TILED", "KIND", "QuantizedX", "matmul", "tile_shape", "pack", "detile"]

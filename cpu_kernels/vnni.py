@@ -188,10 +188,11 @@ def _tile_dot_emitter(fmt: TileFormat):
 
     def emit_float_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
         """Super-block formats, several activation rows (prompt processing): acc += (small scale * record
-        scale * dx) * dot (- (small min * record min) * dx * sum x) per 32-block (or 16-element half). The small scales times the record's scale are the same
-        for every activation row, so the three-row pass computes them once (LLVM shares the identical loads and
-        products); per row that leaves one multiply and two FMAs, where integer products of the small scales
-        took six of the multiply units' slots that VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
+        scale * dx) * dot (- (small min * record min) * dx * sum x) per 32-block (or 16-element half). The
+        small scales times the record's scale are the same for every activation row, so the three-row pass
+        computes them once (LLVM shares the identical loads and products); per row that leaves one multiply
+        and two FMAs, where integer products of the small scales took six of the multiply units' slots that
+        VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
         for dot, xsum, half in halves:
             at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
             small = builder.sitofp(builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32), V_F32)

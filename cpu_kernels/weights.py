@@ -119,10 +119,10 @@ class PackedWeight:
         self.format = KERNELS[T(qtype)]
         self.rows, self.cols = int(shape[0]), int(np.prod(shape[1:]))
         self.tiled = tl.TILED[self.format.type]
-        fmt = self.tiled.format
-        expected = (-(-self.rows // tl.LANES), self.cols // (32 * fmt.record_blocks), fmt.record_bytes)
+        expected = tl.tile_shape(self.format.type, self.rows, self.cols)
         if tuple(tiles.shape) != expected or tiles.dtype != np.uint8:
-            raise ValueError(f"{fmt.name} {self.rows}x{self.cols} tiles must be {expected} bytes, got {tiles.shape}")
+            raise ValueError(f"{self.format.name} {self.rows}x{self.cols} tiles must be {expected} bytes, "
+                             f"got {tiles.shape}")
         self.tiles, self.parts, self.values = tiles, None, None
         return self
 

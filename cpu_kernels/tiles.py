@@ -1,28 +1,28 @@
-"""16-row tiles: the weight layout of the integer kernels (vnni.py), the activation quantizer that
+"""16-row tiles: the weight layout of the integer kernels (tile_dot.py), the activation quantizer that
 pairs with it, and the matvec/matmul driver.
 
 A tile record holds 16 rows' codes for one block (or one 256-element super-block) and then their
-scales; vnni.py describes the byte order. Every quantized type has its own tile format with the
+scales; tile_dot.py describes the byte order. Every quantized type has its own tile format with the
 same codes and small integer scales as its GGUF blocks (a few more bytes per weight at most: 16-row
 scale vectors are padded and half floats are per row), so the kernels stream about the file's bytes.
 Rows are padded to a multiple of 16 with zero rows (the drivers never store them).
 
-Used only where the CPU has AVX-512 VNNI (`HAVE_VNNI`); elsewhere weights.py keeps the float
-kernels of matvec.py.
+Used on every CPU with an integer kernel path (isa.py: AVX-512, AVX2, ARM64 NEON; `USE_TILES`); elsewhere
+weights.py keeps the float kernels of matvec.py.
 """
 from dataclasses import dataclass
 
-import llvmlite.binding as llvm
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .bits import fp16_to_fp32
 from .repack import KVALUES_IQ4NL, scale_min_k4
-from .vnni import HI_SHIFT, LANES, TileFormat, make_tile_dot
+from .isa import KERNEL_PATH
+from .tile_dot import HI_SHIFT, LANES, TileFormat, make_tile_dot
 
-HAVE_VNNI = all(llvm.get_host_cpu_features().get(feature, False) for feature in ("avx512f", "avx512bw", "avx512vnni"))
-Q15_MAX = 16383                  # activation integers: |q| <= 2**14 - 1, split into two signed bytes
+USE_TILES = KERNEL_PATH.dot is not None
+Q15_MAX = 127 << HI_SHIFT       # activation integers: |q| <= 16256, so that the hi byte is within +-127 too
 LO_MASK = (1 << HI_SHIFT) - 1
 IQ4_CODES = tuple(int(v) + 128 for v in KVALUES_IQ4NL)
 
@@ -53,8 +53,8 @@ TILED = {
 }
 KIND = {qtype: index for index, qtype in enumerate(TILED)}
 X_ROWS_TOGETHER = 3             # activation rows per pass over a tile in prompt processing
-_tile_dot = make_tile_dot([tiled.format for tiled in TILED.values()])
-_tile_dot_rows = make_tile_dot([tiled.format for tiled in TILED.values()], X_ROWS_TOGETHER)
+_tile_dot = make_tile_dot([tiled.format for tiled in TILED.values()], KERNEL_PATH)
+_tile_dot_rows = make_tile_dot([tiled.format for tiled in TILED.values()], KERNEL_PATH, X_ROWS_TOGETHER)
 
 
 # ---------------------------------------------------------------- activations
@@ -266,7 +266,7 @@ def _layout(tiled: TiledType):
 
 @njit(cache=True, inline="always")
 def _plane_at(bits, quad):
-    """vnni.plane_position for the packers: (vector, bit shift) of a quad in a plane of `bits` bits."""
+    """tile_dot.plane_position for the packers: (vector, bit shift) of a quad in a plane of `bits` bits."""
     return quad % bits, bits * (quad // bits)
 
 
@@ -622,4 +622,4 @@ def detile(qtype, W, row_start, row_stop):
     return out
 
 
-__all__ = ["HAVE_VNNI", "TILED", "KIND", "QuantizedX", "matmul", "tile_shape", "pack", "detile"]
+__all__ = ["USE_TILES", "TILED", "KIND", "QuantizedX", "matmul", "tile_shape", "pack", "detile"]

@@ -5,8 +5,8 @@ prompt processing) on float32 activations.
 The kernel table has one row per GGML type: block size and bytes per block of the layout
 the kernel reads (from the `gguf` package, unless the type is repacked), whether the bytes
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
-bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with AVX-512
-VNNI the quantized types use the integer tile kernels instead (tiles.py: their own table).
+bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with an integer
+kernel path (isa.py) the quantized types use the integer tile kernels instead (tiles.py: their own table).
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,7 +76,7 @@ class PackedWeight:
     """A (rows, cols) weight matrix in its kernels' layout.
 
     `raw` is the tensor's GGUF bytes (e.g. a zero-copy view of the mapped file).
-    Block formats are tiled (integer kernels, on CPUs with AVX-512 VNNI) or interleaved
+    Block formats are tiled (integer kernels, on CPUs with an integer path) or interleaved
     (float kernels) into new memory and keep no reference to `raw`; float formats read
     `raw` in place. `dequantize_rows(raw_rows, out)` turns GGUF block rows into float32
     (the interleaved layout's matmul uses it, tile by tile); the runtime passes gguf_io's
@@ -98,7 +98,7 @@ class PackedWeight:
         if raw.size != expected:
             raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {expected} bytes, got {raw.size}")
         self.tiles = self.parts = self.values = None
-        self.tiled = tl.TILED.get(fmt.type) if use_tiles and tl.HAVE_VNNI else None
+        self.tiled = tl.TILED.get(fmt.type) if use_tiles and tl.USE_TILES else None
         if self.tiled is not None:
             self.tiles = tl.pack(fmt.type, raw, self.rows, self.cols)
             return

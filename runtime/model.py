@@ -6,8 +6,9 @@ optional pieces the architecture has (per-head q/k norms, post-norms, sliding-wi
 
 Weights are packed once at load into the kernels' layout (cpu_kernels.PackedWeight). A forward pass over
 n tokens uses matvec kernels when n == 1 (generation) and matmul kernels otherwise (prompt processing). On
-CPUs with AVX-512 VNNI, quantized weights multiply activations rounded to 15-bit integers per 32 values
-(cpu_kernels/tiles.py; llama.cpp rounds them to 8 bits); elsewhere, and for float weights, activations stay
+CPUs with an integer kernel path (AVX-512, AVX2, ARM64 NEON: cpu_kernels/isa.py), quantized weights multiply
+activations rounded to 15-bit integers per 32 values (cpu_kernels/tiles.py; llama.cpp rounds them to 8 bits);
+elsewhere, and for float weights, activations stay
 float32 (float matvec kernels; dequantize-plus-BLAS for prompts). Everything between the products (norms,
 RoPE, attention, gates, the residual stream) is float32.
 """

@@ -9,7 +9,7 @@ from cpu_kernels import KERNELS, PackedWeight, deinterleave, interleave, ops, ti
 from gguf_io import FORMATS, dequantize, open_gguf, quantize
 
 RTOL = 1e-5     # float32 accumulation against float64, relative to sum |w| |x| (the dot's own scale)
-KERNEL_PATHS = [True, False] if cpu_kernels.tiles.HAVE_VNNI else [False]    # integer tiles, float kernels
+KERNEL_PATHS = [True, False] if cpu_kernels.tiles.USE_TILES else [False]    # integer tiles, float kernels
 
 
 def packed(raw, qtype, shape, use_tiles=True):
@@ -18,7 +18,7 @@ def packed(raw, qtype, shape, use_tiles=True):
 
 def seen_activations(pw, x):
     """The activations the kernel multiplies: x itself for the float kernels; for the integer tiles, x
-    rounded per 32-block to 15-bit integers, never further than half a step (amax / 32766) from x."""
+    rounded per 32-block to 15-bit integers, never further than half a step (amax / Q15_MAX) from x."""
     if pw.tiled is None:
         return x
     rows = np.atleast_2d(x)
@@ -147,7 +147,7 @@ def test_one_thread_gives_the_same_numbers():
         cpu_kernels.set_threads(10_000)
 
 
-@pytest.mark.skipif(not tiles.HAVE_VNNI, reason="the tile packers serve the AVX-512 VNNI kernels")
+@pytest.mark.skipif(not tiles.USE_TILES, reason="the tile packers serve the integer kernels")
 @pytest.mark.parametrize("qtype", list(tiles.BYTEWISE_PACKERS), ids=lambda t: t.name)
 def test_word_packers_equal_the_generic_ones(qtype):
     """The word-level packers (load time) write the same tile bytes as the byte-by-byte decoders."""

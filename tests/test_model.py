@@ -91,7 +91,7 @@ def test_windowless_reference_differs(tmp_path, smollm_gguf):
     assert np.abs(got[20:] - full[20:]).max() > 0.05 * np.abs(full).max()
 
 
-@pytest.mark.skipif(not cpu_kernels.tiles.HAVE_VNNI, reason="only the integer kernels' tiles are cached")
+@pytest.mark.skipif(not cpu_kernels.tiles.USE_TILES, reason="only the integer kernels' tiles are cached")
 def test_tile_cache_maps_the_packed_tiles_on_the_second_load(smollm2_path, tmp_path, monkeypatch):
     monkeypatch.setenv("NIBBLE_TILE_CACHE", "1")
     monkeypatch.setenv("NIBBLE_CACHE", str(tmp_path))

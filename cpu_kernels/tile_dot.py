@@ -26,6 +26,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .isa import KernelPath
+
 I8, I32, I64, F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 LANES = 16
 V_BYTES, V_I32, V_F32 = ir.VectorType(I8, 64), ir.VectorType(I32, LANES), ir.VectorType(F32, LANES)
@@ -107,9 +109,184 @@ def _data(context, builder, array_type, array):
     return cgutils.create_struct_proxy(array_type)(context, builder, value=array).data
 
 
-def _tile_dot_emitter(fmt: TileFormat):
-    """The IR of one format's tile dot product (see tile_dot)."""
+# ---------------------------------------------------------------- multiplying bytes, per kernel path
+# half_dots(builder, codes, x_word) -> the two 16-element halves' sums over the 16 rows (<16 x i32> each) of
+# code * q, q = 128 * hi + lo, where codes are block j's 8 quad vectors and x_word(plane, quad) loads the 4
+# activation bytes of a quad (plane 0: hi, 1: lo). Every path adds the same exact integers.
+
+def _parts(builder, vector, size):
+    """A vector cut into consecutive pieces of `size` elements (each one register of the path)."""
+    count = vector.type.count
+    if size >= count:
+        return [vector]
+    undef = ir.Constant(vector.type, ir.Undefined)
+    return [builder.shuffle_vector(vector, undef, ir.Constant(ir.VectorType(I32, size), list(range(at, at + size))))
+            for at in range(0, count, size)]
+
+
+def _join(builder, parts):
+    """The pieces of _parts put back together."""
+    while len(parts) > 1:
+        n = parts[0].type.count
+        parts = [builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n))))
+                 for a, b in zip(parts[::2], parts[1::2])]
+    return parts[0]
+
+
+def _intrinsic(module, name, result, *arguments):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(result, list(arguments)), name)
+
+
+def _x_bytes(builder, word, vector_bytes):
+    """4 activation bytes repeated across a register."""
+    return builder.bitcast(_splat(builder, word, ir.VectorType(I32, vector_bytes // 4)), ir.VectorType(I8, vector_bytes))
+
+
+def _high_low(builder, hi, lo):
+    return builder.add(builder.shl(hi, ir.Constant(V_I32, [HI_SHIFT] * LANES)), lo)
+
+
+class _ByteDot:
+    def __init__(self, module, vector_bytes, max_code):
+        self.module, self.vb, self.max_code = module, vector_bytes, max_code
+        self.v_bytes = ir.VectorType(I8, vector_bytes)
+        self.v_i32 = ir.VectorType(I32, vector_bytes // 4)
+
+    def lookup(self, builder, table, codes):
+        """table[code] for codes < 16, in every byte (x86: PSHUFB within each 16-byte lane)."""
+        name = {64: "llvm.x86.avx512.pshuf.b.512", 32: "llvm.x86.avx2.pshuf.b"}[self.vb]
+        pshufb = _intrinsic(self.module, name, self.v_bytes, self.v_bytes, self.v_bytes)
+        lane_table = ir.Constant(self.v_bytes, table * (self.vb // 16))
+        return _join(builder, [builder.call(pshufb, [lane_table, part]) for part in _parts(builder, codes, self.vb)])
+
+
+class _AccumulateDot(_ByteDot):
+    """An instruction that adds 4 byte products into each int32 lane: VPDPBUSD (unsigned codes x signed bytes)
+    or SDOT (signed x signed)."""
+    name = None
+
+    def accumulate(self, builder, acc, codes, x):
+        function = _intrinsic(self.module, self.name(self.vb), self.v_i32, self.v_i32, self.v_i32, self.v_i32)
+        return builder.call(function, [acc, builder.bitcast(codes, self.v_i32), builder.bitcast(x, self.v_i32)])
+
+    def half_dots(self, builder, codes, x_word):
+        zero = ir.Constant(self.v_i32, None)
+        code_parts = [_parts(builder, code, self.vb) for code in codes]
+        halves = []
+        for half in range(2):
+            planes = []
+            for plane in range(X_PLANES):
+                accs = [zero] * len(code_parts[0])
+                for quad in range(4 * half, 4 * half + 4):
+                    x = _x_bytes(builder, x_word(plane, quad), self.vb)
+                    accs = [self.accumulate(builder, acc, part, x) for acc, part in zip(accs, code_parts[quad])]
+                planes.append(_join(builder, accs))
+            halves.append(_high_low(builder, *planes))
+        return halves
+
+
+class _Vpdpbusd(_AccumulateDot):
+    @staticmethod
+    def name(vb):
+        return f"llvm.x86.avx512.vpdpbusd.{8 * vb}"     # the 256-bit form is VEX-encoded on AVX-VNNI CPUs
+
+
+class _Sdot(_AccumulateDot):
+    @staticmethod
+    def name(vb):
+        return "llvm.aarch64.neon.sdot.v4i32.v16i8"
+
+    def accumulate(self, builder, acc, codes, x):
+        function = _intrinsic(self.module, self.name(self.vb), self.v_i32, self.v_i32, self.v_bytes, self.v_bytes)
+        return builder.call(function, [acc, codes, x])
+
+    def lookup(self, builder, table, codes):
+        tbl = _intrinsic(self.module, "llvm.aarch64.neon.tbl1.v16i8", V_I8_16, V_I8_16, V_I8_16)
+        return _join(builder, [builder.call(tbl, [ir.Constant(V_I8_16, table), part]) for part in _parts(builder, codes, 16)])
+
+
+class _Maddubs(_ByteDot):
+    """VPMADDUBSW (pairs of unsigned x signed byte products, into saturating int16) then VPMADDWD (pairs of int16
+    into int32, times 128 for the hi plane and 1 for lo). Products of several quads are added in int16 first, as
+    many as cannot reach 32767: |code| * 127 * 2 per quad (activation bytes are within +-127), so 4 quads for codes
+    up to 5 bits, 2 for 6 bits, 1 for signed 8-bit codes; those go in as |code| with the code's sign moved onto the
+    activation (VPSIGNB)."""
+
+    def __init__(self, module, vector_bytes, max_code):
+        super().__init__(module, vector_bytes, max_code)
+        self.v_i16 = ir.VectorType(ir.IntType(16), vector_bytes // 2)
+        self.quads_together = max(1, min(4, 32767 // (2 * 127 * max_code)))
+        self.signed = max_code > 127
+        wide = vector_bytes == 64
+        self.pmaddubs = _intrinsic(module, "llvm.x86.avx512.pmaddubs.w.512" if wide else "llvm.x86.avx2.pmadd.ub.sw",
+                                   self.v_i16, self.v_bytes, self.v_bytes)
+        self.pmaddwd = _intrinsic(module, "llvm.x86.avx512.pmaddw.d.512" if wide else "llvm.x86.avx2.pmadd.wd",
+                                  self.v_i32, self.v_i16, self.v_i16)
+
+    def _signed_product(self, builder, codes, x):
+        """|code| times x with the code's sign (x * sign(code); 0 where code is 0)."""
+        negative = builder.icmp_signed("<", codes, ir.Constant(self.v_bytes, None))
+        magnitude = builder.select(negative, builder.neg(codes), codes)
+        signed_x = builder.select(negative, builder.neg(x), x)
+        return builder.call(self.pmaddubs, [magnitude, signed_x])
+
+    def half_dots(self, builder, codes, x_word):
+        code_parts = [_parts(builder, code, self.vb) for code in codes]
+        halves = []
+        for half in range(2):
+            totals = [None] * len(code_parts[0])
+            for plane, factor in ((0, 1 << HI_SHIFT), (1, 1)):
+                factors = ir.Constant(self.v_i16, [factor] * self.v_i16.count)
+                quads = range(4 * half, 4 * half + 4)
+                for first in quads[::self.quads_together]:
+                    sums = [None] * len(totals)
+                    for quad in range(first, min(first + self.quads_together, 4 * half + 4)):
+                        x = _x_bytes(builder, x_word(plane, quad), self.vb)
+                        for p, part in enumerate(code_parts[quad]):
+                            product = (self._signed_product(builder, part, x) if self.signed
+                                       else builder.call(self.pmaddubs, [part, x]))
+                            sums[p] = product if sums[p] is None else builder.add(sums[p], product)
+                    for p, total in enumerate(sums):
+                        wide = builder.call(self.pmaddwd, [total, factors])
+                        totals[p] = wide if totals[p] is None else builder.add(totals[p], wide)
+            halves.append(_join(builder, totals))
+        return halves
+
+
+class _Widen(_Sdot):
+    """Plain multiplies of bytes widened to int32, summed in groups of 4 (ARM64 without the dot-product
+    extension: LLVM turns these into widening NEON multiplies and pairwise adds)."""
+    V_WIDE = ir.VectorType(I32, 64)
+
+    def half_dots(self, builder, codes, x_word):
+        halves = []
+        for half in range(2):
+            planes = []
+            for plane in range(X_PLANES):
+                products = None
+                for quad in range(4 * half, 4 * half + 4):
+                    x = builder.sext(_x_bytes(builder, x_word(plane, quad), 64), self.V_WIDE)
+                    product = builder.mul(builder.zext(codes[quad], self.V_WIDE), x)
+                    products = product if products is None else builder.add(products, product)
+                undef = ir.Constant(self.V_WIDE, ir.Undefined)
+                rows = [builder.shuffle_vector(products, undef, ir.Constant(V_I32, [4 * r + t for r in range(LANES)]))
+                        for t in range(4)]
+                planes.append(builder.add(builder.add(rows[0], rows[1]), builder.add(rows[2], rows[3])))
+            halves.append(_high_low(builder, *planes))
+        return halves
+
+
+BYTE_DOTS = {"vpdpbusd": _Vpdpbusd, "maddubs": _Maddubs, "sdot": _Sdot, "widen": _Widen}
+SIGNED_DOTS = ("maddubs", "sdot")     # paths that take codes above 127 as signed values (code - 128)
+
+
+def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
+    """The IR of one format's tile dot product on one kernel path (see make_tile_dot)."""
     scales_at, mins_at, record_scale_at, record_min_at = fmt.field_offsets()
+    max_code = max(fmt.lookup) if fmt.lookup else (1 << (fmt.low_bits + fmt.high_bits)) - 1
+    signed = path.dot in SIGNED_DOTS and max_code > 127
+    assert not signed or fmt.offset == 128, fmt
+    offset = 0 if signed else fmt.offset       # signed codes are code - offset already
 
     def plane_code(builder, w, at, bits, quad, loaded):
         vector, shift = plane_position(bits, quad)
@@ -123,8 +300,9 @@ def _tile_dot_emitter(fmt: TileFormat):
             v = builder.and_(v, ir.Constant(V_BYTES, [(1 << bits) - 1] * 64))
         return v
 
-    def emit_codes(builder, pshufb, w, j):
-        """Block j's codes as 8 vectors of unsigned bytes, one per quad (unpacked once, used by every x row)."""
+    def emit_codes(builder, byte_dot, w, j):
+        """Block j's codes as 8 vectors of bytes, one per quad (unpacked once, used by every x row); signed
+        values (code - 128) where the path's multiply cannot take unsigned bytes this large."""
         codes_at = j * fmt.block_stride
         loaded, codes = {}, []
         for quad in range(8):
@@ -133,25 +311,17 @@ def _tile_dot_emitter(fmt: TileFormat):
                 high = plane_code(builder, w, codes_at + 64 * fmt.low_bits, fmt.high_bits, quad, loaded)
                 code = builder.or_(code, builder.shl(high, ir.Constant(V_BYTES, [fmt.low_bits] * 64)))
             if fmt.lookup:
-                table = [v - 256 if v > 127 else v for v in fmt.lookup] * 4      # 16 entries per 128-bit lane
-                code = builder.call(pshufb, [ir.Constant(V_BYTES, table), code])
-            codes.append(builder.bitcast(code, V_I32))
+                table = [v - 128 if signed else v for v in fmt.lookup]
+                code = byte_dot.lookup(builder, [v - 256 if v > 127 else v for v in table], code)
+            elif signed:
+                code = builder.xor(code, ir.Constant(V_BYTES, [-128] * 64))
+            codes.append(code)
         return codes
 
-    def emit_dots(builder, dpbusd, codes, x):
-        """The two 16-element halves' integer dot products (hi and lo planes combined) of one x block."""
-        acc = [[ir.Constant(V_I32, None)] * X_PLANES for _ in range(2)]
-        for quad, code in enumerate(codes):
-            for plane in range(X_PLANES):
-                xq = _splat(builder, _load(builder, x, 32 * plane + 4 * quad, I32), V_I32)
-                acc[quad // 4][plane] = builder.call(dpbusd, [acc[quad // 4][plane], code, xq])
-        shift = ir.Constant(V_I32, [HI_SHIFT] * LANES)
-        return [builder.add(builder.shl(hi, shift), lo) for hi, lo in acc]
-
     def without_offset(builder, dot, xsum):
-        if not fmt.offset:
+        if not offset:
             return dot
-        return builder.sub(dot, _splat(builder, builder.mul(xsum, ir.Constant(I32, fmt.offset)), V_I32))
+        return builder.sub(dot, _splat(builder, builder.mul(xsum, ir.Constant(I32, offset)), V_I32))
 
     def emit_half_float_scales(builder, fma, w, j, block_dot, dx, acc):
         """acc += d * dx * (dot - offset * sum x) (+ m * dx * sum x): one half float (and min) per 32-block."""
@@ -207,10 +377,7 @@ def _tile_dot_emitter(fmt: TileFormat):
     def emit(context, builder, arg_types, args, x_rows):
         W_, w_at_, XQ_, XD_, XS_, x_row_, n_blocks_, out_, out_at_, n_valid_, out_stride_ = args
         module = builder.module
-        dpbusd = cgutils.get_or_insert_function(
-            module, ir.FunctionType(V_I32, [V_I32, V_I32, V_I32]), "llvm.x86.avx512.vpdpbusd.512")
-        pshufb = cgutils.get_or_insert_function(
-            module, ir.FunctionType(V_BYTES, [V_BYTES, V_BYTES]), "llvm.x86.avx512.pshuf.b.512")
+        byte_dot = BYTE_DOTS[path.dot](module, path.vector_bytes, 128 if signed else max_code)
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(V_F32, [V_F32] * 3), "llvm.fma.v16f32")
         prefetch = cgutils.get_or_insert_function(
             module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I32, I32, I32]), "llvm.prefetch.p0")
@@ -240,13 +407,13 @@ def _tile_dot_emitter(fmt: TileFormat):
             accs = [builder.load(total) for total in totals]
             for j in range(fmt.record_blocks):
                 block = builder.add(builder.mul(loop.index, ir.Constant(I64, fmt.record_blocks)), ir.Constant(I64, j))
-                codes = emit_codes(builder, pshufb, w, j)
+                codes = emit_codes(builder, byte_dot, w, j)
                 for k, (xq0, xd0, xs0) in enumerate(activations):
                     x = builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))])
                     dx = builder.load(builder.gep(xd0, [block]))
                     sums = [builder.load(builder.gep(xs0, [builder.add(builder.mul(block, ir.Constant(I64, 2)),
                                                                         ir.Constant(I64, h))])) for h in range(2)]
-                    dots = emit_dots(builder, dpbusd, codes, x)
+                    dots = byte_dot.half_dots(builder, codes, lambda plane, quad: _load(builder, x, 32 * plane + 4 * quad, I32))
                     halves = [(dots[0], sums[0], 0), (dots[1], sums[1], 1)]
                     if not fmt.per_16:
                         halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
@@ -269,14 +436,14 @@ def _tile_dot_emitter(fmt: TileFormat):
     return emit
 
 
-def make_tile_dot(formats, x_rows=1):
+def make_tile_dot(formats, path: KernelPath, x_rows=1):
     """An intrinsic tile_dot(kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid, out_stride):
     for k < x_rows and r < n_valid, out[out_at + k * out_stride + r] = row r of the tile at byte w_at of W
     times activation row x_row + k, with W in tile format formats[kind]. XQ int8 (rows, n_blocks, 2, 32)
     hi/lo planes, XD float32 (rows, n_blocks) scales, XS int32 (rows, n_blocks, 2) sums of q over each 16
     elements. Several x rows share each unpacked weight vector (prompt processing). One intrinsic serves
     every format (a switch on kind, outside the loops), so one driver does."""
-    emitters = [_tile_dot_emitter(fmt) for fmt in formats]
+    emitters = [_tile_dot_emitter(fmt, path) for fmt in formats]
 
     @intrinsic
     def tile_dot(typingctx, kind, W, w_at, XQ, XD, XS, x_row, n_blocks, out, out_at, n_valid, out_stride):

@@ -19,6 +19,7 @@ amax / 32766 per block (llama.cpp rounds to amax / 254, Q8_0/Q8_K): nibble's log
 float-reference noise (tests/test_fidelity.py).
 """
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 from llvmlite import ir
@@ -101,8 +102,12 @@ def _splat(builder, value, vector_type):
 
 
 def _load(builder, base, offset, pointee):
+    """A load from memory that nothing writes while the kernel runs (weights, activations): marked invariant, so
+    that LLVM loads a value again rather than spill it when registers run short (AVX2 has 16)."""
     address = builder.gep(base, [offset if isinstance(offset, ir.Value) else ir.Constant(I64, offset)])
-    return builder.load(builder.bitcast(address, pointee.as_pointer()), align=1)
+    value = builder.load(builder.bitcast(address, pointee.as_pointer()), align=1)
+    value.set_metadata("invariant.load", builder.module.add_metadata([]))
+    return value
 
 
 def _data(context, builder, array_type, array):
@@ -110,40 +115,18 @@ def _data(context, builder, array_type, array):
 
 
 # ---------------------------------------------------------------- multiplying bytes, per kernel path
-# half_dots(builder, codes, x_word) -> the two 16-element halves' sums over the 16 rows (<16 x i32> each) of
-# code * q, q = 128 * hi + lo, where codes are block j's 8 quad vectors and x_word(plane, quad) loads the 4
-# activation bytes of a quad (plane 0: hi, 1: lo). Every path adds the same exact integers.
-
-def _parts(builder, vector, size):
-    """A vector cut into consecutive pieces of `size` elements (each one register of the path)."""
-    count = vector.type.count
-    if size >= count:
-        return [vector]
-    undef = ir.Constant(vector.type, ir.Undefined)
-    return [builder.shuffle_vector(vector, undef, ir.Constant(ir.VectorType(I32, size), list(range(at, at + size))))
-            for at in range(0, count, size)]
-
-
-def _join(builder, parts):
-    """The pieces of _parts put back together."""
-    while len(parts) > 1:
-        n = parts[0].type.count
-        parts = [builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n))))
-                 for a, b in zip(parts[::2], parts[1::2])]
-    return parts[0]
-
+# A path's register holds `vb` bytes: 64 (AVX-512), 32 (AVX2), 16 (NEON): vb / 4 of the tile's 16 rows.
+# block_dots(builder, codes, x_words) -> per x row, the two 16-element halves' sums over those rows (<vb/4 x i32>
+# each) of code * q, q = 128 * hi + lo, where codes are the rows' 8 quad vectors of one block and
+# x_words[row](plane, quad) loads the 4 activation bytes of a quad (plane 0: hi, 1: lo). Every path adds the
+# same exact integers.
 
 def _intrinsic(module, name, result, *arguments):
     return cgutils.get_or_insert_function(module, ir.FunctionType(result, list(arguments)), name)
 
 
-def _x_bytes(builder, word, vector_bytes):
-    """4 activation bytes repeated across a register."""
-    return builder.bitcast(_splat(builder, word, ir.VectorType(I32, vector_bytes // 4)), ir.VectorType(I8, vector_bytes))
-
-
 def _high_low(builder, hi, lo):
-    return builder.add(builder.shl(hi, ir.Constant(V_I32, [HI_SHIFT] * LANES)), lo)
+    return builder.add(builder.shl(hi, ir.Constant(hi.type, [HI_SHIFT] * hi.type.count)), lo)
 
 
 class _ByteDot:
@@ -152,57 +135,51 @@ class _ByteDot:
         self.v_bytes = ir.VectorType(I8, vector_bytes)
         self.v_i32 = ir.VectorType(I32, vector_bytes // 4)
 
+    def x_bytes(self, builder, word):
+        """4 activation bytes repeated across a register."""
+        return builder.bitcast(_splat(builder, word, self.v_i32), self.v_bytes)
+
+    def block_dots(self, builder, codes, x_words):
+        return [self.half_dots(builder, codes, x_word) for x_word in x_words]
+
     def lookup(self, builder, table, codes):
         """table[code] for codes < 16, in every byte (x86: PSHUFB within each 16-byte lane)."""
         name = {64: "llvm.x86.avx512.pshuf.b.512", 32: "llvm.x86.avx2.pshuf.b"}[self.vb]
         pshufb = _intrinsic(self.module, name, self.v_bytes, self.v_bytes, self.v_bytes)
-        lane_table = ir.Constant(self.v_bytes, table * (self.vb // 16))
-        return _join(builder, [builder.call(pshufb, [lane_table, part]) for part in _parts(builder, codes, self.vb)])
+        return builder.call(pshufb, [ir.Constant(self.v_bytes, table * (self.vb // 16)), codes])
 
 
 class _AccumulateDot(_ByteDot):
     """An instruction that adds 4 byte products into each int32 lane: VPDPBUSD (unsigned codes x signed bytes)
     or SDOT (signed x signed)."""
-    name = None
 
     def accumulate(self, builder, acc, codes, x):
-        function = _intrinsic(self.module, self.name(self.vb), self.v_i32, self.v_i32, self.v_i32, self.v_i32)
+        function = _intrinsic(self.module, f"llvm.x86.avx512.vpdpbusd.{8 * self.vb}",    # VEX-encoded on AVX-VNNI
+                              self.v_i32, self.v_i32, self.v_i32, self.v_i32)
         return builder.call(function, [acc, builder.bitcast(codes, self.v_i32), builder.bitcast(x, self.v_i32)])
 
     def half_dots(self, builder, codes, x_word):
-        zero = ir.Constant(self.v_i32, None)
-        code_parts = [_parts(builder, code, self.vb) for code in codes]
         halves = []
         for half in range(2):
             planes = []
             for plane in range(X_PLANES):
-                accs = [zero] * len(code_parts[0])
+                acc = ir.Constant(self.v_i32, None)
                 for quad in range(4 * half, 4 * half + 4):
-                    x = _x_bytes(builder, x_word(plane, quad), self.vb)
-                    accs = [self.accumulate(builder, acc, part, x) for acc, part in zip(accs, code_parts[quad])]
-                planes.append(_join(builder, accs))
+                    acc = self.accumulate(builder, acc, codes[quad], self.x_bytes(builder, x_word(plane, quad)))
+                planes.append(acc)
             halves.append(_high_low(builder, *planes))
         return halves
 
 
-class _Vpdpbusd(_AccumulateDot):
-    @staticmethod
-    def name(vb):
-        return f"llvm.x86.avx512.vpdpbusd.{8 * vb}"     # the 256-bit form is VEX-encoded on AVX-VNNI CPUs
-
-
 class _Sdot(_AccumulateDot):
-    @staticmethod
-    def name(vb):
-        return "llvm.aarch64.neon.sdot.v4i32.v16i8"
-
     def accumulate(self, builder, acc, codes, x):
-        function = _intrinsic(self.module, self.name(self.vb), self.v_i32, self.v_i32, self.v_bytes, self.v_bytes)
-        return builder.call(function, [acc, codes, x])
+        sdot = _intrinsic(self.module, "llvm.aarch64.neon.sdot.v4i32.v16i8", self.v_i32, self.v_i32, self.v_bytes,
+                          self.v_bytes)
+        return builder.call(sdot, [acc, codes, x])
 
     def lookup(self, builder, table, codes):
         tbl = _intrinsic(self.module, "llvm.aarch64.neon.tbl1.v16i8", V_I8_16, V_I8_16, V_I8_16)
-        return _join(builder, [builder.call(tbl, [ir.Constant(V_I8_16, table), part]) for part in _parts(builder, codes, 16)])
+        return builder.call(tbl, [ir.Constant(V_I8_16, table), codes])
 
 
 class _Maddubs(_ByteDot):
@@ -223,60 +200,54 @@ class _Maddubs(_ByteDot):
         self.pmaddwd = _intrinsic(module, "llvm.x86.avx512.pmaddw.d.512" if wide else "llvm.x86.avx2.pmadd.wd",
                                   self.v_i32, self.v_i16, self.v_i16)
 
-    def _signed_product(self, builder, codes, x):
-        """|code| times x with the code's sign (x * sign(code); 0 where code is 0)."""
+    def product(self, builder, codes, x):
+        if not self.signed:
+            return builder.call(self.pmaddubs, [codes, x])
         negative = builder.icmp_signed("<", codes, ir.Constant(self.v_bytes, None))
         magnitude = builder.select(negative, builder.neg(codes), codes)
-        signed_x = builder.select(negative, builder.neg(x), x)
-        return builder.call(self.pmaddubs, [magnitude, signed_x])
+        return builder.call(self.pmaddubs, [magnitude, builder.select(negative, builder.neg(x), x)])
 
-    def half_dots(self, builder, codes, x_word):
-        code_parts = [_parts(builder, code, self.vb) for code in codes]
-        halves = []
+    def block_dots(self, builder, codes, x_words):
+        out = [[None, None] for _ in x_words]
         for half in range(2):
-            totals = [None] * len(code_parts[0])
             for plane, factor in ((0, 1 << HI_SHIFT), (1, 1)):
                 factors = ir.Constant(self.v_i16, [factor] * self.v_i16.count)
                 quads = range(4 * half, 4 * half + 4)
                 for first in quads[::self.quads_together]:
-                    sums = [None] * len(totals)
-                    for quad in range(first, min(first + self.quads_together, 4 * half + 4)):
-                        x = _x_bytes(builder, x_word(plane, quad), self.vb)
-                        for p, part in enumerate(code_parts[quad]):
-                            product = (self._signed_product(builder, part, x) if self.signed
-                                       else builder.call(self.pmaddubs, [part, x]))
-                            sums[p] = product if sums[p] is None else builder.add(sums[p], product)
-                    for p, total in enumerate(sums):
-                        wide = builder.call(self.pmaddwd, [total, factors])
-                        totals[p] = wide if totals[p] is None else builder.add(totals[p], wide)
-            halves.append(_join(builder, totals))
-        return halves
+                    for k, x_word in enumerate(x_words):
+                        summed = None
+                        for quad in range(first, first + self.quads_together):
+                            product = self.product(builder, codes[quad], self.x_bytes(builder, x_word(plane, quad)))
+                            summed = product if summed is None else builder.add(summed, product)
+                        wide = builder.call(self.pmaddwd, [summed, factors])
+                        out[k][half] = wide if out[k][half] is None else builder.add(out[k][half], wide)
+        return out
 
 
 class _Widen(_Sdot):
     """Plain multiplies of bytes widened to int32, summed in groups of 4 (ARM64 without the dot-product
     extension: LLVM turns these into widening NEON multiplies and pairwise adds)."""
-    V_WIDE = ir.VectorType(I32, 64)
 
     def half_dots(self, builder, codes, x_word):
+        wide = ir.VectorType(I32, self.vb)
         halves = []
         for half in range(2):
             planes = []
             for plane in range(X_PLANES):
                 products = None
                 for quad in range(4 * half, 4 * half + 4):
-                    x = builder.sext(_x_bytes(builder, x_word(plane, quad), 64), self.V_WIDE)
-                    product = builder.mul(builder.zext(codes[quad], self.V_WIDE), x)
+                    x = builder.sext(self.x_bytes(builder, x_word(plane, quad)), wide)
+                    product = builder.mul(builder.zext(codes[quad], wide), x)
                     products = product if products is None else builder.add(products, product)
-                undef = ir.Constant(self.V_WIDE, ir.Undefined)
-                rows = [builder.shuffle_vector(products, undef, ir.Constant(V_I32, [4 * r + t for r in range(LANES)]))
+                undef = ir.Constant(wide, ir.Undefined)
+                rows = [builder.shuffle_vector(products, undef, ir.Constant(self.v_i32, list(range(t, self.vb, 4))))
                         for t in range(4)]
                 planes.append(builder.add(builder.add(rows[0], rows[1]), builder.add(rows[2], rows[3])))
             halves.append(_high_low(builder, *planes))
         return halves
 
 
-BYTE_DOTS = {"vpdpbusd": _Vpdpbusd, "maddubs": _Maddubs, "sdot": _Sdot, "widen": _Widen}
+BYTE_DOTS = {"vpdpbusd": _AccumulateDot, "maddubs": _Maddubs, "sdot": _Sdot, "widen": _Widen}
 SIGNED_DOTS = ("maddubs", "sdot")     # paths that take codes above 127 as signed values (code - 128)
 
 
@@ -288,33 +259,41 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
     assert not signed or fmt.offset == 128, fmt
     offset = 0 if signed else fmt.offset       # signed codes are code - offset already
 
+    vb = path.vector_bytes
+    v_part = ir.VectorType(I8, vb)
+    L = vb // 4                         # tile rows per register: the kernel runs the tile's rows L at a time
+    V_I32, V_F32, V_HALF, V_I8_16 = (ir.VectorType(t, L) for t in (I32, F32, ir.HalfType(), I8))
+
+    def bytes_of(value):
+        return ir.Constant(v_part, [value] * vb)
+
     def plane_code(builder, w, at, bits, quad, loaded):
         vector, shift = plane_position(bits, quad)
         key = (at, vector)
         if key not in loaded:
-            loaded[key] = _load(builder, w, at + 64 * vector, V_BYTES)
+            loaded[key] = _load(builder, w.codes, at + 64 * vector, v_part)
         v = loaded[key]
         if shift:
-            v = builder.lshr(v, ir.Constant(V_BYTES, [shift] * 64))
+            v = builder.lshr(v, bytes_of(shift))
         if shift + bits < 8:
-            v = builder.and_(v, ir.Constant(V_BYTES, [(1 << bits) - 1] * 64))
+            v = builder.and_(v, bytes_of((1 << bits) - 1))
         return v
 
     def emit_codes(builder, byte_dot, w, j):
-        """Block j's codes as 8 vectors of bytes, one per quad (unpacked once, used by every x row); signed
-        values (code - 128) where the path's multiply cannot take unsigned bytes this large."""
+        """Block j's codes for L rows as 8 vectors of bytes, one per quad (unpacked once, used by every x row);
+        signed values (code - 128) where the path's multiply cannot take unsigned bytes this large."""
         codes_at = j * fmt.block_stride
         loaded, codes = {}, []
         for quad in range(8):
             code = plane_code(builder, w, codes_at, fmt.low_bits, quad, loaded)
             if fmt.high_bits:
                 high = plane_code(builder, w, codes_at + 64 * fmt.low_bits, fmt.high_bits, quad, loaded)
-                code = builder.or_(code, builder.shl(high, ir.Constant(V_BYTES, [fmt.low_bits] * 64)))
+                code = builder.or_(code, builder.shl(high, bytes_of(fmt.low_bits)))
             if fmt.lookup:
                 table = [v - 128 if signed else v for v in fmt.lookup]
                 code = byte_dot.lookup(builder, [v - 256 if v > 127 else v for v in table], code)
             elif signed:
-                code = builder.xor(code, ir.Constant(V_BYTES, [-128] * 64))
+                code = builder.xor(code, bytes_of(-128))
             codes.append(code)
         return codes
 
@@ -326,11 +305,11 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
     def emit_half_float_scales(builder, fma, w, j, block_dot, dx, acc):
         """acc += d * dx * (dot - offset * sum x) (+ m * dx * sum x): one half float (and min) per 32-block."""
         dot, xsum, _ = block_dot
-        scale = builder.fpext(_load(builder, w, scales_at + fmt.block_stride * j, V_HALF), V_F32)
+        scale = builder.fpext(_load(builder, w.halves, scales_at + fmt.block_stride * j, V_HALF), V_F32)
         acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32),
                                  builder.fmul(scale, _splat(builder, dx, V_F32)), acc])
         if fmt.minimum:
-            minimum = builder.fpext(_load(builder, w, mins_at + fmt.block_stride * j, V_HALF), V_F32)
+            minimum = builder.fpext(_load(builder, w.halves, mins_at + fmt.block_stride * j, V_HALF), V_F32)
             x_total = builder.fmul(dx, builder.sitofp(xsum, F32))
             acc = builder.call(fma, [minimum, _splat(builder, x_total, V_F32), acc])
         return acc
@@ -343,11 +322,11 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
         scaled = mins = None
         for dot, xsum, half in halves:
             at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
-            small = builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32)
+            small = builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32)
             term = builder.mul(without_offset(builder, dot, xsum), small)
             scaled = term if scaled is None else builder.add(scaled, term)
             if fmt.minimum:
-                small_min = builder.sext(_load(builder, w, mins_at + at, V_I8_16), V_I32)
+                small_min = builder.sext(_load(builder, w.bytes, mins_at + at, V_I8_16), V_I32)
                 term = builder.mul(small_min, _splat(builder, xsum, V_I32))
                 mins = term if mins is None else builder.add(mins, term)
         acc = builder.call(fma, [builder.sitofp(scaled, V_F32), builder.fmul(record_scale, _splat(builder, dx, V_F32)), acc])
@@ -365,22 +344,24 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
         VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
         for dot, xsum, half in halves:
             at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
-            small = builder.sitofp(builder.sext(_load(builder, w, scales_at + at, V_I8_16), V_I32), V_F32)
+            small = builder.sitofp(builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32), V_F32)
             weight = builder.fmul(builder.fmul(small, record_scale), _splat(builder, dx, V_F32))
             acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32), weight, acc])
             if fmt.minimum:
-                small_min = builder.sitofp(builder.sext(_load(builder, w, mins_at + at, V_I8_16), V_I32), V_F32)
+                small_min = builder.sitofp(builder.sext(_load(builder, w.bytes, mins_at + at, V_I8_16), V_I32), V_F32)
                 x_total = builder.fmul(builder.fneg(dx) if fmt.min_sign < 0 else dx, builder.sitofp(xsum, F32))
                 acc = builder.call(fma, [builder.fmul(small_min, record_min), _splat(builder, x_total, V_F32), acc])
         return acc
 
-    def emit(context, builder, arg_types, args, x_rows):
+    def emit_parts(context, builder, arg_types, args, x_rows, parts):
+        """Rows L * part to L * part + L of the tile for each of `parts` (IR integers), in one pass over its
+        records. AVX-512 takes the 16 rows as one part; narrower paths take them in 2 or 4 parts, and for
+        several x rows one pass per part (see emit)."""
         W_, w_at_, XQ_, XD_, XS_, x_row_, n_blocks_, out_, out_at_, n_valid_, out_stride_ = args
         module = builder.module
-        byte_dot = BYTE_DOTS[path.dot](module, path.vector_bytes, 128 if signed else max_code)
-        fma = cgutils.get_or_insert_function(module, ir.FunctionType(V_F32, [V_F32] * 3), "llvm.fma.v16f32")
-        prefetch = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I32, I32, I32]), "llvm.prefetch.p0")
+        byte_dot = BYTE_DOTS[path.dot](module, vb, 128 if signed else max_code)
+        fma = _intrinsic(module, f"llvm.fma.v{L}f32", V_F32, V_F32, V_F32, V_F32)
+        prefetch = _intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), I8.as_pointer(), I32, I32, I32)
         w0 = builder.gep(_data(context, builder, arg_types[0], W_), [w_at_])
         xq_base = _data(context, builder, arg_types[2], XQ_)
         xd_base = _data(context, builder, arg_types[3], XD_)
@@ -391,48 +372,79 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
             activations.append((builder.gep(xq_base, [builder.mul(first, ir.Constant(I64, 64))]),
                                 builder.gep(xd_base, [first]),
                                 builder.gep(xs_base, [builder.mul(first, ir.Constant(I64, 2))])))
-        totals = [cgutils.alloca_once_value(builder, ir.Constant(V_F32, None)) for _ in range(x_rows)]
+        totals = {(k, p): cgutils.alloca_once_value(builder, ir.Constant(V_F32, None))
+                  for k in range(x_rows) for p in range(len(parts))}
         emit_scales = emit_integer_scales if x_rows == 1 else emit_float_scales
         n_records = builder.udiv(n_blocks_, ir.Constant(I64, fmt.record_blocks))
         with cgutils.for_range(builder, n_records) as loop:
             w = builder.gep(w0, [builder.mul(loop.index, ir.Constant(I64, fmt.record_bytes))])
-            for line in range(0, fmt.record_bytes, 64):
-                ahead = builder.gep(w, [ir.Constant(I64, PREFETCH_BYTES + line)])
-                builder.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
-            record_scale = record_min = None
-            if fmt.scale != "f16":
-                record_scale = builder.fpext(_load(builder, w, record_scale_at, V_HALF), V_F32)
-            if fmt.minimum in ("k32", "k16"):
-                record_min = builder.fpext(_load(builder, w, record_min_at, V_HALF), V_F32)
-            accs = [builder.load(total) for total in totals]
+            # each part's bytes: codes at vb * part in each 64-byte vector; one-byte and half-float fields per row
+            fields = [SimpleNamespace(**{name: builder.gep(w, [builder.mul(part, ir.Constant(I64, size))])
+                                         for name, size in (("codes", vb), ("bytes", L), ("halves", 2 * L))})
+                      for part in parts]
+
+            def prefetch_lines(start, stop):
+                for line in range(start, stop, 64):
+                    ahead = builder.gep(w, [ir.Constant(I64, PREFETCH_BYTES + line)])
+                    builder.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+            record_scale, record_min = [None] * len(parts), [None] * len(parts)
+            for p, f in enumerate(fields):
+                if fmt.scale != "f16":
+                    record_scale[p] = builder.fpext(_load(builder, f.halves, record_scale_at, V_HALF), V_F32)
+                if fmt.minimum in ("k32", "k16"):
+                    record_min[p] = builder.fpext(_load(builder, f.halves, record_min_at, V_HALF), V_F32)
+            accs = {key: builder.load(total) for key, total in totals.items()}
             for j in range(fmt.record_blocks):
+                # a block's lines are asked for as it starts (a whole super-block's 37 at once overran the
+                # core's miss buffers: Q4_K streamed at half of Q4_0's GB/s on AVX2)
+                last = j == fmt.record_blocks - 1
+                prefetch_lines(j * fmt.block_stride, fmt.record_bytes if last else (j + 1) * fmt.block_stride)
                 block = builder.add(builder.mul(loop.index, ir.Constant(I64, fmt.record_blocks)), ir.Constant(I64, j))
-                codes = emit_codes(builder, byte_dot, w, j)
-                for k, (xq0, xd0, xs0) in enumerate(activations):
-                    x = builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))])
-                    dx = builder.load(builder.gep(xd0, [block]))
-                    sums = [builder.load(builder.gep(xs0, [builder.add(builder.mul(block, ir.Constant(I64, 2)),
-                                                                        ir.Constant(I64, h))])) for h in range(2)]
-                    dots = byte_dot.half_dots(builder, codes, lambda plane, quad: _load(builder, x, 32 * plane + 4 * quad, I32))
-                    halves = [(dots[0], sums[0], 0), (dots[1], sums[1], 1)]
-                    if not fmt.per_16:
-                        halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
-                    if fmt.scale == "f16":
-                        accs[k] = emit_half_float_scales(builder, fma, w, j, halves[0], dx, accs[k])
-                    else:
-                        accs[k] = emit_scales(builder, fma, w, j, halves, dx, record_scale, record_min, accs[k])
-            for acc, total in zip(accs, totals):
-                builder.store(acc, total)
-        lanes = ir.Constant(V_I32, list(range(LANES)))
-        mask = builder.icmp_signed("<", lanes, _splat(builder, builder.trunc(n_valid_, I32), V_I32))
-        masked_store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [V_F32, V_F32.as_pointer(), I32, ir.VectorType(ir.IntType(1), LANES)]),
-            "llvm.masked.store.v16f32.p0")
+                xs = [builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))]) for xq0, _, _ in activations]
+                for p, f in enumerate(fields):
+                    codes = emit_codes(builder, byte_dot, f, j)
+                    row_dots = byte_dot.block_dots(builder, codes, [
+                        lambda plane, quad, x=x: _load(builder, x, 32 * plane + 4 * quad, I32) for x in xs])
+                    for k, (xq0, xd0, xs0) in enumerate(activations):
+                        dx = builder.load(builder.gep(xd0, [block]))
+                        sums = [builder.load(builder.gep(xs0, [builder.add(builder.mul(block, ir.Constant(I64, 2)),
+                                                                            ir.Constant(I64, h))])) for h in range(2)]
+                        dots = row_dots[k]
+                        halves = [(dots[0], sums[0], 0), (dots[1], sums[1], 1)]
+                        if not fmt.per_16:
+                            halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
+                        if fmt.scale == "f16":
+                            accs[k, p] = emit_half_float_scales(builder, fma, f, j, halves[0], dx, accs[k, p])
+                        else:
+                            accs[k, p] = emit_scales(builder, fma, f, j, halves, dx, record_scale[p], record_min[p],
+                                                     accs[k, p])
+            for key, total in totals.items():
+                builder.store(accs[key], total)
+        masked_store = _intrinsic(module, f"llvm.masked.store.v{L}f32.p0", ir.VoidType(), V_F32, V_F32.as_pointer(),
+                                  I32, ir.VectorType(ir.IntType(1), L))
         out_base = _data(context, builder, arg_types[7], out_)
-        for k, total in enumerate(totals):
-            at = builder.add(out_at_, builder.mul(out_stride_, ir.Constant(I64, k)))
-            destination = builder.bitcast(builder.gep(out_base, [at]), V_F32.as_pointer())
-            builder.call(masked_store, [builder.load(total), destination, ir.Constant(I32, 4), mask])
+        for p, part in enumerate(parts):
+            first_row = builder.mul(part, ir.Constant(I64, L))
+            valid = builder.trunc(builder.sub(n_valid_, first_row), I32)
+            mask = builder.icmp_signed("<", ir.Constant(V_I32, list(range(L))), _splat(builder, valid, V_I32))
+            for k in range(x_rows):
+                at = builder.add(builder.add(out_at_, first_row), builder.mul(out_stride_, ir.Constant(I64, k)))
+                destination = builder.bitcast(builder.gep(out_base, [at]), V_F32.as_pointer())
+                builder.call(masked_store, [builder.load(totals[k, p]), destination, ir.Constant(I32, 4), mask])
+
+    def emit(context, builder, arg_types, args, x_rows):
+        """One x row (generation, memory-bound): every part in one pass, so that the weights stream once. Several
+        x rows (prompts, compute-bound): one pass per part, so that the compiler cannot interleave the parts and
+        run out of registers (AVX2's 16: a third of the values went to the stack, and loads bound the kernel); the
+        later passes read the tile from the L1/L2 cache. Q4_0's three-row matmul: 71 -> 114 GFLOP/s on AVX2."""
+        n_parts = LANES // L
+        if n_parts == 1 or x_rows == 1:
+            emit_parts(context, builder, arg_types, args, x_rows, [ir.Constant(I64, p) for p in range(n_parts)])
+            return
+        n_valid = args[9]
+        used = builder.udiv(builder.add(n_valid, ir.Constant(I64, L - 1)), ir.Constant(I64, L))   # no padding rows
+        with cgutils.for_range(builder, used) as part_loop:
+            emit_parts(context, builder, arg_types, args, x_rows, [part_loop.index])
     return emit
 
 

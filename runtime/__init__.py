@@ -1,4 +1,5 @@
 """The runtime: model files by name, tokenizers, chat templates, architectures, sampling and the Llama API."""
+import cpu_kernels  # noqa: F401  first, so that a kernel path picked by NIBBLE_KERNELS sets Numba's CPU before gguf_io compiles
 from .chat_template import ChatTemplate, ChatTemplateError
 from .llama import ContextFullError, Llama
 from .model import Model, ModelError

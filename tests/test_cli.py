@@ -64,6 +64,30 @@ def test_resolve_model_accepts_paths_and_names(smollm2_path):
         resolve_model("/no/such/file.gguf")
 
 
+def test_inspect_system_names_the_kernel_path(capsys):
+    from cpu_kernels import isa
+    code, out, _ = run(capsys, "inspect", "--system", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kernel_path"] == isa.KERNEL_PATH.name and isa.KERNEL_PATH.name in info["paths_this_cpu_runs"]
+    code, out, _ = run(capsys, "inspect", "--system")
+    assert code == 0 and f"kernel instructions  {isa.KERNEL_PATH.describe}" in out
+
+
+def _a_path_this_cpu_cannot_run():
+    from cpu_kernels import isa
+    return next(name for name, path in isa.PATHS.items() if not isa.runs_here(path))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("bogus", "NIBBLE_KERNELS='bogus' is not a kernel path; choose one of"),
+    (_a_path_this_cpu_cannot_run(), f"NIBBLE_KERNELS={_a_path_this_cpu_cannot_run()}: this CPU cannot run")])
+def test_bad_kernel_path_is_one_line(value, message):
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "inspect", "--system"], capture_output=True, text=True,
+                            env={**os.environ, "NIBBLE_KERNELS": value})
+    assert result.returncode == 1 and result.stderr.startswith(f"nibble: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "inspect" in result.stdout and "pull" in result.stdout

@@ -129,11 +129,12 @@ def main(args):
             print("nibble: warning: llama-cpp-python is not installed; measuring nibble alone", file=sys.stderr)
     model = engines[0].model
     results = run_tests(engines, args, model.hp.n_vocab)
-    info = dict(model=str(path), size_mb=round(path.stat().st_size / 1e6, 1), architecture=model.arch_name)
+    info = dict(model=str(path), size_mb=round(path.stat().st_size / 1e6, 1), architecture=model.arch_name,
+                kernel_path=K.isa.KERNEL_PATH.name)
     if args.json:
         print(json.dumps(dict(**info, results=results), indent=1))
         return 0
-    print(f"{path.name}  ({info['size_mb']} MB, {model.arch_name})")
+    print(f"{path.name}  ({info['size_mb']} MB, {model.arch_name}); kernels: {K.isa.KERNEL_PATH.describe}")
     print(f"| {'engine':9s} | {'threads':>7s} | {'test':>6s} | {'t/s':>16s} | {'vs llama.cpp':>12s} |")
     print(f"| {'-' * 9} | {'-' * 6}: | {'-' * 5}: | {'-' * 15}: | {'-' * 11}: |")
     reference = {r["test"]: r["tokens_per_second"] for r in results if r["engine"] == "llama.cpp"}

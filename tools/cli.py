@@ -3,6 +3,11 @@ import argparse
 import os
 import sys
 
+try:
+    import cpu_kernels  # noqa: F401  picks the kernel path first; NIBBLE_KERNELS may name one this CPU cannot run
+except ValueError as error:
+    sys.exit(f"nibble: {error}")
+
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 

@@ -1,7 +1,7 @@
 """Show a GGUF file's metadata, its tensors and totals.
 
 MODEL is a .gguf path or a known model name (pulled if missing). Long arrays are
-summarized; --json prints the same for machines."""
+summarized; --json prints the same for machines. --system shows what runs the kernels here instead."""
 import json
 import os
 import sys
@@ -18,7 +18,9 @@ STRING_PREVIEW = 120
 
 
 def setup_arg_parser(parser):
-    parser.add_argument("model", metavar="MODEL", help="a .gguf path or a known model name")
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="a .gguf path or a known model name")
+    parser.add_argument("--system", action="store_true",
+                        help="show this CPU, the kernel path chosen for it (NIBBLE_KERNELS picks another) and threads")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--no-tensors", action="store_true", help="leave out the tensor table")
 
@@ -67,7 +69,32 @@ def summary(gf):
     }
 
 
+def system_info():
+    import cpu_kernels
+    import llvmlite.binding as llvm
+    import numba
+    from cpu_kernels import isa
+    path = isa.KERNEL_PATH
+    return dict(cpu=llvm.get_host_cpu_name(), compiled_for=numba.config.CPU_NAME or "this CPU",
+                kernel_path=path.name, kernel_instructions=path.describe,
+                paths_this_cpu_runs=[name for name, p in isa.PATHS.items() if isa.runs_here(p)],
+                threads=numba.config.NUMBA_NUM_THREADS, kernel_cache=str(cpu_kernels.KERNEL_CACHE_DIR))
+
+
 def main(args):
+    if args.system:
+        info = system_info()
+        if args.json:
+            json.dump(info, sys.stdout, indent=1)
+            print()
+        else:
+            width = max(map(len, info))
+            for key, value in info.items():
+                print(f"{key.replace('_', ' '):{width}s}  {', '.join(value) if isinstance(value, list) else value}")
+        return 0
+    if not args.model:
+        print("nibble inspect: give a MODEL (a .gguf path or a known model name), or --system", file=sys.stderr)
+        return 2
     path = resolve_model(args.model)
     with open_gguf(path) as gf:
         info = summary(gf)

@@ -147,10 +147,10 @@ def test_one_thread_gives_the_same_numbers():
         cpu_kernels.set_threads(10_000)
 
 
-@pytest.mark.skipif(not tiles.USE_TILES, reason="the tile packers serve the integer kernels")
 @pytest.mark.parametrize("qtype", list(tiles.BYTEWISE_PACKERS), ids=lambda t: t.name)
 def test_word_packers_equal_the_generic_ones(qtype):
-    """The word-level packers (load time) write the same tile bytes as the byte-by-byte decoders."""
+    """The word-level packers (load time) write the same tile bytes as the byte-by-byte decoders (packing needs no
+    integer path, so every path checks it)."""
     rng = np.random.default_rng(4)
     for rows in (16, 37):
         raw = quantize(rng.standard_normal((rows, 512)).astype(np.float32), qtype)

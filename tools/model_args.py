@@ -9,7 +9,7 @@ from runtime import DEFAULT_MODEL, Llama, resolve_model
 def say_if_compiling():
     """One line on a first run, when loading compiles the kernels for this CPU (instead of silence)."""
     if not cpu_kernels.kernels_compiled():
-        print("nibble: compiling kernels for this CPU (first run only; up to a minute) ...", file=sys.stderr,
+        print("nibble: compiling kernels for this CPU (first run only; up to two minutes) ...", file=sys.stderr,
               flush=True)
 
 

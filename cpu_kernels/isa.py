@@ -60,8 +60,20 @@ def _machine():
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
+AARCH64_HWCAPS = {"neon": 1 << 1, "dotprod": 1 << 20}     # Linux AT_HWCAP bits: ASIMD, ASIMDDP
+
+
 def host_features():
-    return {name for name, on in llvm.get_host_cpu_features().items() if on}
+    """LLVM's names for the host's features; on ARM64 Linux also the kernel's hardware capabilities (LLVM reads
+    /proc/cpuinfo, which qemu-user does not emulate; getauxval is what the CPU, or qemu, reports)."""
+    features = {name for name, on in llvm.get_host_cpu_features().items() if on}
+    if _machine() == "aarch64" and platform.system() == "Linux":
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.getauxval.restype = ctypes.c_ulong
+        hwcap = libc.getauxval(16)     # AT_HWCAP
+        features |= {name for name, bit in AARCH64_HWCAPS.items() if hwcap & bit}
+    return features
 
 
 def runs_here(path: KernelPath, machine=None, features=None):

@@ -279,15 +279,14 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
             v = builder.and_(v, bytes_of((1 << bits) - 1))
         return v
 
-    def emit_codes(builder, byte_dot, w, j):
-        """Block j's codes for L rows as 8 vectors of bytes, one per quad (unpacked once, used by every x row);
+    def emit_codes(builder, byte_dot, w):
+        """A block's codes for L rows as 8 vectors of bytes, one per quad (unpacked once, used by every x row);
         signed values (code - 128) where the path's multiply cannot take unsigned bytes this large."""
-        codes_at = j * fmt.block_stride
         loaded, codes = {}, []
         for quad in range(8):
-            code = plane_code(builder, w, codes_at, fmt.low_bits, quad, loaded)
+            code = plane_code(builder, w, 0, fmt.low_bits, quad, loaded)
             if fmt.high_bits:
-                high = plane_code(builder, w, codes_at + 64 * fmt.low_bits, fmt.high_bits, quad, loaded)
+                high = plane_code(builder, w, 64 * fmt.low_bits, fmt.high_bits, quad, loaded)
                 code = builder.or_(code, builder.shl(high, bytes_of(fmt.low_bits)))
             if fmt.lookup:
                 table = [v - 128 if signed else v for v in fmt.lookup]
@@ -302,26 +301,26 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
             return dot
         return builder.sub(dot, _splat(builder, builder.mul(xsum, ir.Constant(I32, offset)), V_I32))
 
-    def emit_half_float_scales(builder, fma, w, j, block_dot, dx, acc):
+    def emit_half_float_scales(builder, fma, w, block_dot, dx, acc):
         """acc += d * dx * (dot - offset * sum x) (+ m * dx * sum x): one half float (and min) per 32-block."""
         dot, xsum, _ = block_dot
-        scale = builder.fpext(_load(builder, w.halves, scales_at + fmt.block_stride * j, V_HALF), V_F32)
+        scale = builder.fpext(_load(builder, w.halves, scales_at, V_HALF), V_F32)
         acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32),
                                  builder.fmul(scale, _splat(builder, dx, V_F32)), acc])
         if fmt.minimum:
-            minimum = builder.fpext(_load(builder, w.halves, mins_at + fmt.block_stride * j, V_HALF), V_F32)
+            minimum = builder.fpext(_load(builder, w.halves, mins_at, V_HALF), V_F32)
             x_total = builder.fmul(dx, builder.sitofp(xsum, F32))
             acc = builder.call(fma, [minimum, _splat(builder, x_total, V_F32), acc])
         return acc
 
-    def emit_integer_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
+    def emit_integer_scales(builder, fma, w, halves, dx, record_scale, record_min, acc):
         """Super-block formats, one activation row (generation): the small integer scales (and mins) multiply
         the integer dot products before one conversion per 32-block (ggml's order); |sum| < 2**31 for every
         format's code and scale ranges with 15-bit activations (worst cases Q6_K and IQ4_XS: 2.13e9). Fewer
         instructions than emit_float_scales when nothing is shared: matvec 1.1-1.2x faster per core."""
         scaled = mins = None
         for dot, xsum, half in halves:
-            at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
+            at = LANES * half if fmt.scale == "k16" else 0
             small = builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32)
             term = builder.mul(without_offset(builder, dot, xsum), small)
             scaled = term if scaled is None else builder.add(scaled, term)
@@ -335,7 +334,7 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
             acc = builder.call(fma, [builder.sitofp(mins, V_F32), builder.fmul(record_min, _splat(builder, signed_dx, V_F32)), acc])
         return acc
 
-    def emit_float_scales(builder, fma, w, j, halves, dx, record_scale, record_min, acc):
+    def emit_float_scales(builder, fma, w, halves, dx, record_scale, record_min, acc):
         """Super-block formats, several activation rows (prompt processing): acc += (small scale * record
         scale * dx) * dot (- (small min * record min) * dx * sum x) per 32-block (or 16-element half). The
         small scales times the record's scale are the same for every activation row, so the three-row pass
@@ -343,7 +342,7 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
         and two FMAs, where integer products of the small scales took six of the multiply units' slots that
         VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
         for dot, xsum, half in halves:
-            at = fmt.block_stride * j + (LANES * half if fmt.scale == "k16" else 0)
+            at = LANES * half if fmt.scale == "k16" else 0
             small = builder.sitofp(builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32), V_F32)
             weight = builder.fmul(builder.fmul(small, record_scale), _splat(builder, dx, V_F32))
             acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32), weight, acc])
@@ -383,9 +382,9 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
                                          for name, size in (("codes", vb), ("bytes", L), ("halves", 2 * L))})
                       for part in parts]
 
-            def prefetch_lines(start, stop):
+            def prefetch_lines(base, start, stop):
                 for line in range(start, stop, 64):
-                    ahead = builder.gep(w, [ir.Constant(I64, PREFETCH_BYTES + line)])
+                    ahead = builder.gep(base, [ir.Constant(I64, PREFETCH_BYTES + line)])
                     builder.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
             record_scale, record_min = [None] * len(parts), [None] * len(parts)
             for p, f in enumerate(fields):
@@ -393,16 +392,11 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
                     record_scale[p] = builder.fpext(_load(builder, f.halves, record_scale_at, V_HALF), V_F32)
                 if fmt.minimum in ("k32", "k16"):
                     record_min[p] = builder.fpext(_load(builder, f.halves, record_min_at, V_HALF), V_F32)
-            accs = {key: builder.load(total) for key, total in totals.items()}
-            for j in range(fmt.record_blocks):
-                # a block's lines are asked for as it starts (a whole super-block's 37 at once overran the
-                # core's miss buffers: Q4_K streamed at half of Q4_0's GB/s on AVX2)
-                last = j == fmt.record_blocks - 1
-                prefetch_lines(j * fmt.block_stride, fmt.record_bytes if last else (j + 1) * fmt.block_stride)
-                block = builder.add(builder.mul(loop.index, ir.Constant(I64, fmt.record_blocks)), ir.Constant(I64, j))
+            def emit_block(block, block_fields, accs):
+                """One 32-block: block_fields point at its codes and scales."""
                 xs = [builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))]) for xq0, _, _ in activations]
-                for p, f in enumerate(fields):
-                    codes = emit_codes(builder, byte_dot, f, j)
+                for p, f in enumerate(block_fields):
+                    codes = emit_codes(builder, byte_dot, f)
                     row_dots = byte_dot.block_dots(builder, codes, [
                         lambda plane, quad, x=x: _load(builder, x, 32 * plane + 4 * quad, I32) for x in xs])
                     for k, (xq0, xd0, xs0) in enumerate(activations):
@@ -414,12 +408,27 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
                         if not fmt.per_16:
                             halves = [(builder.add(dots[0], dots[1]), builder.add(sums[0], sums[1]), 0)]
                         if fmt.scale == "f16":
-                            accs[k, p] = emit_half_float_scales(builder, fma, f, j, halves[0], dx, accs[k, p])
+                            accs[k, p] = emit_half_float_scales(builder, fma, f, halves[0], dx, accs[k, p])
                         else:
-                            accs[k, p] = emit_scales(builder, fma, f, j, halves, dx, record_scale[p], record_min[p],
+                            accs[k, p] = emit_scales(builder, fma, f, halves, dx, record_scale[p], record_min[p],
                                                      accs[k, p])
-            for key, total in totals.items():
-                builder.store(accs[key], total)
+                return accs
+
+            # a super-block's blocks as a loop, not unrolled: a short loop body lets the out-of-order core run ahead
+            # into the next loads (an unrolled Q4_K record was ~1400 instructions, and Q4_K/Q6_K streamed at half
+            # of Q4_0's GB/s: AVX2 one core 5.4/5.3 -> 8.9/9.6 GB/s, three-row matmul 79/55 -> 94/73 GFLOP/s).
+            # Each block asks for its own lines ahead (a whole super-block's 37 at once overran the miss buffers).
+            first_block = builder.mul(loop.index, ir.Constant(I64, fmt.record_blocks))
+            prefetch_lines(w, fmt.record_blocks * fmt.block_stride, fmt.record_bytes)      # the record's scales
+            with cgutils.for_range(builder, ir.Constant(I64, fmt.record_blocks)) as blocks:
+                at = builder.mul(blocks.index, ir.Constant(I64, fmt.block_stride))
+                prefetch_lines(builder.gep(w, [at]), 0, fmt.block_stride)
+                block_fields = [SimpleNamespace(**{name: builder.gep(getattr(f, name), [at])
+                                                   for name in ("codes", "bytes", "halves")}) for f in fields]
+                accs = emit_block(builder.add(first_block, blocks.index), block_fields,
+                                  {key: builder.load(total) for key, total in totals.items()})
+                for key, total in totals.items():
+                    builder.store(accs[key], total)
         masked_store = _intrinsic(module, f"llvm.masked.store.v{L}f32.p0", ir.VoidType(), V_F32, V_F32.as_pointer(),
                                   I32, ir.VectorType(ir.IntType(1), L))
         out_base = _data(context, builder, arg_types[7], out_)

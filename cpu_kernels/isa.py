@@ -17,6 +17,7 @@ for that path's CPU (its `cpu`), so that an AVX-512 machine runs what an AVX2 la
 when cpu_kernels is imported before anything else compiles with Numba; NUMBA_CPU_NAME (with NUMBA_CPU_FEATURES
 set empty) does it regardless of order.
 """
+import functools
 import os
 import platform
 import warnings
@@ -63,10 +64,11 @@ def _machine():
 AARCH64_HWCAPS = {"neon": 1 << 1, "dotprod": 1 << 20}     # Linux AT_HWCAP bits: ASIMD, ASIMDDP
 
 
+@functools.lru_cache(maxsize=None)
 def host_features():
     """LLVM's names for the host's features; on ARM64 Linux also the kernel's hardware capabilities (LLVM reads
     /proc/cpuinfo, which qemu-user does not emulate; getauxval is what the CPU, or qemu, reports)."""
-    features = {name for name, on in llvm.get_host_cpu_features().items() if on}
+    features = frozenset(name for name, on in llvm.get_host_cpu_features().items() if on)
     if _machine() == "aarch64" and platform.system() == "Linux":
         import ctypes
         libc = ctypes.CDLL(None)

@@ -1,9 +1,10 @@
 """Integer dot products of 16-row weight tiles with 15-bit activations, written as LLVM IR.
 
 Numba has no vector types and LLVM does not find VPDPBUSD (AVX-512 VNNI: 64 unsigned-byte x
-signed-byte products summed into 16 int32 lanes per instruction) in scalar loops, so every
-format's tile dot product is emitted here directly: one intrinsic (a switch on the format) that
-tiles.matmul calls, in a one-row and a three-row form.
+signed-byte products summed into 16 int32 lanes per instruction) or its kin in scalar loops, so every
+format's tile dot product is emitted here directly, with the byte multiplies of the kernel path
+isa.py chose (VPDPBUSD, VPMADDUBSW + VPMADDWD, SDOT, widening multiplies): one intrinsic (a switch
+on the format) that tiles.matmul calls, in a one-row and a three-row form.
 
 Tile layout (tiles.py writes it): 16 consecutive weight rows, one 32-element block after another.
 For each block, the codes as 64-byte vectors: byte 4*r + t holds row r's codes for elements 4q + t
@@ -13,10 +14,10 @@ four quads per vector; high bit planes likewise, see TileFormat). Then the block
 partial sums stay in one register, with no horizontal sums.
 
 Activations are not float32 here: each 32-element block is x = dx * q with q a 15-bit integer
-(|q| <= 16383), split as q = 128 * hi + lo (hi signed, 0 <= lo < 128) so that both halves are
-signed bytes; every code meets both, so a block costs two VPDPBUSD per vector. The rounding is
-amax / 32766 per block (llama.cpp rounds to amax / 254, Q8_0/Q8_K): nibble's logits stay within
-float-reference noise (tests/test_fidelity.py).
+(|q| <= 16256 = 127 * 128), split as q = 128 * hi + lo (|hi| <= 127, 0 <= lo < 128) so that both
+halves are signed bytes no multiply instruction saturates on; every code meets both, so a block
+costs two multiplies per vector. The rounding is amax / 32512 per block (llama.cpp rounds to
+amax / 254, Q8_0/Q8_K): nibble's logits stay within float-reference noise (tests/test_fidelity.py).
 """
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -31,8 +32,6 @@ from .isa import KernelPath
 
 I8, I32, I64, F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 LANES = 16
-V_BYTES, V_I32, V_F32 = ir.VectorType(I8, 64), ir.VectorType(I32, LANES), ir.VectorType(F32, LANES)
-V_I8_16, V_HALF = ir.VectorType(I8, LANES), ir.VectorType(ir.HalfType(), LANES)
 X_PLANES = 2          # activation bytes per element: hi and lo
 PREFETCH_BYTES = 4096  # how far ahead of its reads the kernel asks the cache for weight bytes
 HI_SHIFT = 7           # an activation integer q = hi << HI_SHIFT | lo, both halves signed bytes
@@ -131,7 +130,7 @@ def _high_low(builder, hi, lo):
 
 class _ByteDot:
     def __init__(self, module, vector_bytes, max_code):
-        self.module, self.vb, self.max_code = module, vector_bytes, max_code
+        self.module, self.vb = module, vector_bytes
         self.v_bytes = ir.VectorType(I8, vector_bytes)
         self.v_i32 = ir.VectorType(I32, vector_bytes // 4)
 
@@ -178,8 +177,8 @@ class _Sdot(_AccumulateDot):
         return builder.call(sdot, [acc, codes, x])
 
     def lookup(self, builder, table, codes):
-        tbl = _intrinsic(self.module, "llvm.aarch64.neon.tbl1.v16i8", V_I8_16, V_I8_16, V_I8_16)
-        return builder.call(tbl, [ir.Constant(V_I8_16, table), codes])
+        tbl = _intrinsic(self.module, "llvm.aarch64.neon.tbl1.v16i8", self.v_bytes, self.v_bytes, self.v_bytes)
+        return builder.call(tbl, [ir.Constant(self.v_bytes, table), codes])
 
 
 class _Maddubs(_ByteDot):
@@ -262,7 +261,7 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
     vb = path.vector_bytes
     v_part = ir.VectorType(I8, vb)
     L = vb // 4                         # tile rows per register: the kernel runs the tile's rows L at a time
-    V_I32, V_F32, V_HALF, V_I8_16 = (ir.VectorType(t, L) for t in (I32, F32, ir.HalfType(), I8))
+    V_I32, V_F32, V_HALF, V_I8 = (ir.VectorType(t, L) for t in (I32, F32, ir.HalfType(), I8))   # one per row
 
     def bytes_of(value):
         return ir.Constant(v_part, [value] * vb)
@@ -321,11 +320,11 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
         scaled = mins = None
         for dot, xsum, half in halves:
             at = LANES * half if fmt.scale == "k16" else 0
-            small = builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32)
+            small = builder.sext(_load(builder, w.bytes, scales_at + at, V_I8), V_I32)
             term = builder.mul(without_offset(builder, dot, xsum), small)
             scaled = term if scaled is None else builder.add(scaled, term)
             if fmt.minimum:
-                small_min = builder.sext(_load(builder, w.bytes, mins_at + at, V_I8_16), V_I32)
+                small_min = builder.sext(_load(builder, w.bytes, mins_at + at, V_I8), V_I32)
                 term = builder.mul(small_min, _splat(builder, xsum, V_I32))
                 mins = term if mins is None else builder.add(mins, term)
         acc = builder.call(fma, [builder.sitofp(scaled, V_F32), builder.fmul(record_scale, _splat(builder, dx, V_F32)), acc])
@@ -343,11 +342,11 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
         VPDPBUSD needs (K-quant matmuls ran at 55-70% of Q4_0's)."""
         for dot, xsum, half in halves:
             at = LANES * half if fmt.scale == "k16" else 0
-            small = builder.sitofp(builder.sext(_load(builder, w.bytes, scales_at + at, V_I8_16), V_I32), V_F32)
+            small = builder.sitofp(builder.sext(_load(builder, w.bytes, scales_at + at, V_I8), V_I32), V_F32)
             weight = builder.fmul(builder.fmul(small, record_scale), _splat(builder, dx, V_F32))
             acc = builder.call(fma, [builder.sitofp(without_offset(builder, dot, xsum), V_F32), weight, acc])
             if fmt.minimum:
-                small_min = builder.sitofp(builder.sext(_load(builder, w.bytes, mins_at + at, V_I8_16), V_I32), V_F32)
+                small_min = builder.sitofp(builder.sext(_load(builder, w.bytes, mins_at + at, V_I8), V_I32), V_F32)
                 x_total = builder.fmul(builder.fneg(dx) if fmt.min_sign < 0 else dx, builder.sitofp(xsum, F32))
                 acc = builder.call(fma, [builder.fmul(small_min, record_min), _splat(builder, x_total, V_F32), acc])
         return acc

@@ -6,14 +6,16 @@ tokens already in the KV cache evaluates only the rest, so a chat turn does not 
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import time
-import uuid
 from typing import Iterator
 
 import numpy as np
 
 from .chat_template import ChatTemplate
+from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
+                         completion_chunk, completion_response, new_meta, text_prompt_tokens)
 from .model import Model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
 
@@ -182,63 +184,40 @@ class Llama:
                                   repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
                                   logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
-        if isinstance(prompt, str):
-            prompt_tokens = self.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-            prompt_text = prompt
-        else:
-            prompt_tokens = [int(t) for t in prompt]
-            prompt_text = self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
+        prompt_tokens = text_prompt_tokens(self.tokenizer_, prompt)
+        prompt_text = prompt if isinstance(prompt, str) else \
+            self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
         self._check_prompt_fits(prompt_tokens)   # now, not when a stream is first read
-        chunks = self._completion(prompt_tokens, sampling, max_tokens, stop, seed)
-        meta = dict(id=f"cmpl-{uuid.uuid4()}", created=int(time.time()), model=model or self.model_path)
+        pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed)
+        meta = new_meta(model or self.model_path)
         if stream:
-            return self._completion_stream(meta, chunks, prompt_text if echo else None)
+            return self._completion_stream(meta, pieces, prompt_text if echo else None)
         text, finish_reason, n_completion = "", None, 0
-        for piece, finish_reason, n_completion in chunks:
+        for piece, finish_reason, n_completion in pieces:
             text += piece
-        if echo:
-            text = prompt_text + text
-        return {**_header(meta, "text_completion"),
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
-                "usage": _usage(len(prompt_tokens), n_completion)}
+        return completion_response(meta, prompt_text + text if echo else text, finish_reason, len(prompt_tokens),
+                                   n_completion)
 
     __call__ = create_completion
 
-    def _completion_stream(self, meta, chunks, echo_text):
+    def _completion_stream(self, meta, pieces, echo_text):
         if echo_text:
-            yield {**_header(meta, "text_completion"),
-                   "choices": [{"text": echo_text, "index": 0, "logprobs": None, "finish_reason": None}]}
-        for piece, finish_reason, _ in chunks:
-            yield {**_header(meta, "text_completion"),
-                   "choices": [{"text": piece, "index": 0, "logprobs": None, "finish_reason": finish_reason}]}
+            yield completion_chunk(meta, echo_text)
+        for piece, finish_reason, _ in pieces:
+            yield completion_chunk(meta, piece, finish_reason)
 
     def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed):
-        """Yield (text, finish_reason, completion_tokens): text is never part of a stop string, even one
-        that arrives split across tokens; the last item carries the finish reason ("stop" or "length")."""
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        room = self._n_ctx - len(prompt_tokens)   # prompt and completion together fit the context
-        max_tokens = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
-        decoder = self.tokenizer_.incremental_decoder()
-        pending, count, finish_reason, cut = "", 0, "length", -1
+        """Yield (text, finish_reason, completion_tokens) as TextStream lets text out; the last item carries
+        the finish reason ("stop" or "length")."""
+        stream = TextStream(self.tokenizer_, stop, completion_budget(self._n_ctx, len(prompt_tokens), max_tokens))
         for token in self.generate(prompt_tokens, sampling, seed):
-            if self.tokenizer_.is_eog(token):
-                finish_reason = "stop"
-                break
-            count += 1
-            pending += decoder.decode(token)
-            cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-            if cut >= 0:
-                pending, finish_reason = pending[:cut], "stop"
-                break
-            if count >= max_tokens:
-                break
-            held = _longest_stop_prefix(pending, stops)
-            ready, pending = pending[: len(pending) - held], pending[len(pending) - held:]
-            if ready:
-                yield ready, None, count
-        if cut < 0:
-            pending += decoder.flush()
-        yield pending, finish_reason, count
+            text, finish_reason = stream.push(token)
+            if finish_reason is not None:
+                yield text, finish_reason, stream.count
+                return
+            if text:
+                yield text, None, stream.count
+        yield *stream.end("length"), stream.count    # the context is full
 
     def create_chat_completion(self, messages, functions=None, function_call=None, tools=None, tool_choice=None,
                                temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
@@ -249,21 +228,26 @@ class Llama:
         """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
         if functions or tools or response_format:
             raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
-        prompt = self._chat_template.render(messages, add_generation_prompt=True, tools=None)
-        prompt_tokens = self.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, messages)
         completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
                                             top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                             repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
                                             logit_bias=logit_bias, model=model)
         if stream:
-            return _chat_chunks(completion)
+            return self._chat_stream(completion)
         choice = completion["choices"][0]
-        return {"id": "chat" + completion["id"], "object": "chat.completion", "created": completion["created"],
-                "model": completion["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]},
-                             "logprobs": None, "finish_reason": choice["finish_reason"]}],
-                "usage": completion["usage"]}
+        meta = {**completion, "id": "chat" + completion["id"]}
+        return chat_response(meta, choice["text"], choice["finish_reason"], completion["usage"]["prompt_tokens"],
+                             completion["usage"]["completion_tokens"])
+
+    @staticmethod
+    def _chat_stream(completion_chunks):
+        chunks = iter(completion_chunks)
+        first = next(chunks)
+        meta = {**first, "id": "chat" + first["id"]}
+        pieces = ((c["choices"][0]["text"], c["choices"][0]["finish_reason"]) for c in itertools.chain([first], chunks))
+        yield from chat_chunks(meta, pieces)
 
     def close(self):
         self._model.close()
@@ -275,39 +259,3 @@ class Llama:
         self.close()
 
 
-def _chat_chunks(chunks):
-    first = True
-    for chunk in chunks:
-        header = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
-                  "object": "chat.completion.chunk"}
-        if first:
-            yield {**header, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                                          "finish_reason": None}]}
-            first = False
-        choice = chunk["choices"][0]
-        if choice["text"]:
-            yield {**header, "choices": [{"index": 0, "delta": {"content": choice["text"]}, "logprobs": None,
-                                          "finish_reason": None}]}
-        if choice["finish_reason"] is not None:
-            yield {**header, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                          "finish_reason": choice["finish_reason"]}]}
-
-
-def _header(meta, kind):
-    return {"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"]}
-
-
-def _usage(prompt_tokens, completion_tokens):
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def _longest_stop_prefix(text, stops):
-    """How many trailing characters of `text` could be the start of a stop string (and must wait)."""
-    longest = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:k]):
-                longest = k
-                break
-    return longest

@@ -291,26 +291,50 @@ class Model:
 
         Returns float32 logits: (n_tokens, n_vocab) with all_logits, else (n_vocab,) for the last token.
         """
+        tokens = self._checked(tokens, cache)
+        chunks = [self._forward_rows([(tokens[i:i + cache.max_batch], cache)], all_logits)[0]
+                  for i in range(0, tokens.size, cache.max_batch)]
+        return np.concatenate(chunks) if all_logits and len(chunks) > 1 else chunks[-1]
+
+    def forward_batch(self, batch) -> list[np.ndarray]:
+        """Several sequences in one pass over the weights: `batch` is [(tokens, cache), ...], each cache a
+        different sequence's; each sequence's tokens run at its own next positions and are appended to its
+        cache. Returns each sequence's last-token logits (n_vocab,). The rows of all sequences share every
+        matrix product, so n sequences decoding together read the weights once instead of n times; a row's
+        result does not depend on which other rows share its product."""
+        batch = [(self._checked(tokens, cache), cache) for tokens, cache in batch]
+        if len({id(cache) for _, cache in batch}) != len(batch):
+            raise ValueError("forward_batch needs one cache per sequence")
+        return self._forward_rows(batch, all_logits=False)
+
+    def _checked(self, tokens, cache):
         tokens = np.asarray(tokens, np.int64).reshape(-1)
-        n = tokens.size
-        if n == 0:
+        if tokens.size == 0:
             raise ValueError("forward needs at least one token")
         if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
             raise ValueError(f"token ids must be in 0..{self.hp.n_vocab - 1}")
-        if cache.n_tokens + n > cache.n_ctx:
-            raise ValueError(f"{cache.n_tokens + n} tokens do not fit the context of {cache.n_ctx} tokens")
-        chunks = [self._forward_chunk(tokens[i:i + cache.max_batch], cache, all_logits)
-                  for i in range(0, n, cache.max_batch)]
-        return np.concatenate(chunks) if all_logits and len(chunks) > 1 else chunks[-1]
+        if cache.n_tokens + tokens.size > cache.n_ctx:
+            raise ValueError(f"{cache.n_tokens + tokens.size} tokens do not fit the context of {cache.n_ctx} tokens")
+        return tokens
 
-    def _forward_chunk(self, tokens, cache, all_logits):
-        n, hp = tokens.size, self.hp
-        start = cache.n_tokens
-        ws = self._workspace_for(n, cache.n_ctx)
-        positions = np.arange(start, start + n, dtype=np.int64)
-        ring_slots = positions % cache.ring
-        cache.linear_pos[positions] = positions
-        cache.ring_pos[ring_slots] = positions
+    def _forward_rows(self, batch, all_logits):
+        """The forward pass over the rows of one or more sequences ([(tokens, cache), ...], each at most
+        its cache's max_batch tokens). Returns per sequence: all its rows' logits with all_logits, else its
+        last row's."""
+        hp = self.hp
+        tokens = np.concatenate([t for t, _ in batch]) if len(batch) > 1 else batch[0][0]
+        n = tokens.size
+        spans, row = [], 0
+        for seq_tokens, cache in batch:
+            start, count = cache.n_tokens, seq_tokens.size
+            positions = np.arange(start, start + count, dtype=np.int64)
+            ring_slots = positions % cache.ring
+            cache.linear_pos[positions] = positions
+            cache.ring_pos[ring_slots] = positions
+            spans.append((slice(row, row + count), cache, positions, ring_slots))
+            row += count
+        positions = np.concatenate([s[2] for s in spans]) if len(spans) > 1 else spans[0][2]
+        ws = self._workspace_for(n, max(cache.n_ctx for _, cache in batch))
         ropes = self._rope_tables(positions)
 
         x, h = ws.x[:n], ws.h[:n]
@@ -338,17 +362,9 @@ class Model:
             cos, sin = ropes[layer.sliding]
             K.apply_rope(q3, cos, sin, self.arch.rope_neox)
             K.apply_rope(k3, cos, sin, self.arch.rope_neox)
-            if layer.sliding:
-                slots, slot_pos, n_slots, window = ring_slots, cache.ring_pos, cache.ring, hp.sliding_window
-            else:
-                slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
-            K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
-            if n == 1:
-                K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, ws.scores,
-                            attn3)
-            else:
-                _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
-                                 slot_pos[:n_slots], scale, window, attn3)
+            for rows, cache, seq_positions, ring_slots in spans:
+                self._attend(i, layer.sliding, cache, seq_positions, ring_slots, q3[rows], k3[rows], v3[rows],
+                             scale, ws.scores, attn3[rows])
             _project(attn, ws.prepared, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
@@ -360,10 +376,30 @@ class Model:
                 K.rms_norm(o, layer.post_ffw_norm, hp.eps, o)
             next_norm = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.output_norm
             K.add_rms_norm(x, o, next_norm, hp.eps, h)
-        cache.n_tokens = start + n
+        for rows, cache, seq_positions, _ in spans:
+            cache.n_tokens = int(seq_positions[-1]) + 1
         if all_logits:
-            return self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :]
-        return self.output.matvec(h[n - 1])
+            logits = self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :]
+            return [logits[rows] for rows, *_ in spans]
+        last = [rows.stop - 1 for rows, *_ in spans]
+        if len(last) == 1:
+            return [self.output.matvec(h[last[0]])]
+        return list(self.output.matmul(np.ascontiguousarray(h[last])))
+
+    def _attend(self, i, sliding, cache, positions, ring_slots, q3, k3, v3, scale, scores, out):
+        """One sequence's attention in layer i: store its new keys and values, attend over its cache."""
+        hp = self.hp
+        start, n = int(positions[0]), positions.size
+        if sliding:
+            slots, slot_pos, n_slots, window = ring_slots, cache.ring_pos, cache.ring, hp.sliding_window
+        else:
+            slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
+        K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
+        if n == 1:
+            K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, scores, out)
+        else:
+            _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
+                             slot_pos[:n_slots], scale, window, out)
 
     def _rope_tables(self, positions):
         """cos/sin for global layers (False) and sliding-window layers (True)."""

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from runtime import ContextFullError, Llama
-from runtime.llama import _longest_stop_prefix
+from runtime.completion import _longest_stop_prefix
 from runtime.sampling import Sampler, SamplingParams
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

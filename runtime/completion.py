@@ -1,0 +1,129 @@
+"""From sampled tokens to OpenAI-shaped answers, shared by `Llama` and `nibble serve`.
+
+`TextStream` turns tokens into text as it may be shown: a stop string never leaks (not even when it
+arrives split across tokens), a character split across tokens waits until complete, and the end says
+why ("stop" or "length"). The builders below give llama-cpp-python's and OpenAI's response objects.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from .chat_template import ChatTemplate
+from .tokenizer import Tokenizer
+
+
+def completion_budget(n_ctx: int, n_prompt: int, max_tokens: int | None) -> int:
+    """How many tokens a completion may generate: max_tokens (None or <= 0: no limit), and never past the
+    context, which holds the prompt and the completion together."""
+    room = n_ctx - n_prompt
+    return room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
+
+
+def stop_list(stop) -> list[str]:
+    return [stop] if isinstance(stop, str) and stop else [s for s in (stop or []) if s]
+
+
+def chat_prompt_tokens(template: ChatTemplate, tokenizer: Tokenizer, messages) -> list[int]:
+    """A conversation as the model's chat template writes it, ready for the assistant's reply."""
+    prompt = template.render(messages, add_generation_prompt=True, tools=None)
+    return tokenizer.encode(prompt, add_special=False, parse_special=True)
+
+
+def text_prompt_tokens(tokenizer: Tokenizer, prompt) -> list[int]:
+    """A completion prompt: text (with BOS where the vocabulary wants one; control-token text parsed) or ids."""
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt, add_special=True, parse_special=True)
+    return [int(t) for t in prompt]
+
+
+class TextStream:
+    """Feed it each sampled token; it says what text may be shown now and when the completion is over."""
+
+    def __init__(self, tokenizer: Tokenizer, stop, max_tokens: int):
+        self.tokenizer = tokenizer
+        self.stops = stop_list(stop)
+        self.max_tokens = max_tokens
+        self.decoder = tokenizer.incremental_decoder()
+        self.pending = ""
+        self.count = 0              # completion tokens (end-of-generation tokens are not counted)
+        self.finish_reason = None
+
+    def push(self, token: int) -> tuple[str, str | None]:
+        """(text to show, finish_reason or None while the completion goes on)."""
+        if self.tokenizer.is_eog(token):
+            return self.end("stop")
+        self.count += 1
+        self.pending += self.decoder.decode(token)
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            text, self.pending, self.finish_reason = self.pending[:cut], "", "stop"
+            return text, "stop"
+        if self.count >= self.max_tokens:
+            return self.end("length")
+        held = _longest_stop_prefix(self.pending, self.stops)
+        ready, self.pending = self.pending[: len(self.pending) - held], self.pending[len(self.pending) - held:]
+        return ready, None
+
+    def end(self, reason: str = "length") -> tuple[str, str]:
+        """Finish now (end of generation, the budget, or a full context): all the text held back."""
+        text, self.pending, self.finish_reason = self.pending + self.decoder.flush(), "", reason
+        return text, reason
+
+
+def _longest_stop_prefix(text, stops):
+    """How many trailing characters of `text` could be the start of a stop string (and must wait)."""
+    longest = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:k]):
+                longest = k
+                break
+    return longest
+
+
+# ---- response objects ----
+
+def new_meta(model: str, prefix: str = "cmpl-") -> dict:
+    return dict(id=f"{prefix}{uuid.uuid4()}", created=int(time.time()), model=model)
+
+
+def header(meta, kind):
+    return {"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"]}
+
+
+def usage(prompt_tokens, completion_tokens):
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_chunk(meta, text, finish_reason=None):
+    return {**header(meta, "text_completion"),
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+def completion_response(meta, text, finish_reason, n_prompt, n_completion):
+    return {**completion_chunk(meta, text, finish_reason), "usage": usage(n_prompt, n_completion)}
+
+
+def chat_response(meta, text, finish_reason, n_prompt, n_completion):
+    return {**header(meta, "chat.completion"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": finish_reason}],
+            "usage": usage(n_prompt, n_completion)}
+
+
+def chat_chunk(meta, delta, finish_reason=None):
+    return {**header(meta, "chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+def chat_chunks(meta, pieces):
+    """OpenAI's chat stream from (text, finish_reason) pieces: the role first, then content deltas, then an
+    empty delta carrying the finish reason."""
+    yield chat_chunk(meta, {"role": "assistant"})
+    for text, finish_reason in pieces:
+        if text:
+            yield chat_chunk(meta, {"content": text})
+        if finish_reason is not None:
+            yield chat_chunk(meta, {}, finish_reason)

@@ -261,6 +261,35 @@ def store_kv(k_cache, v_cache, slots, k, v):
         _store(v_cache, slots[t], v[t])
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window, row, o):
+    """One query head at position p over the first n_slots slots of one KV head: o = softmax(q.k) . v,
+    with row (>= n_slots) as scratch for the weights."""
+    count = 0
+    for s in range(n_slots):
+        sp = slot_pos[s]
+        if sp <= p and (window <= 0 or p - sp < window):
+            kv = k_cache[kvh, s]
+            dot = F32(0.0)
+            for i in range(qv.size):
+                dot += qv[i] * _to_f32(kv[i])
+            row[s] = dot * scale
+            count += 1
+        else:
+            row[s] = -np.inf
+    for i in range(o.size):
+        o[i] = 0.0
+    if count == 0:
+        return
+    softmax_inplace(row, n_slots)
+    for s in range(n_slots):
+        w = row[s]
+        if w != 0.0:
+            vv = v_cache[kvh, s]
+            for i in range(o.size):
+                o[i] += w * _to_f32(vv[i])
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def attention(q, k_cache, v_cache, q_pos, slot_pos, n_slots, scale, window, scores, out):
     """Causal grouped-query attention over a KV cache.
@@ -276,31 +305,26 @@ def attention(q, k_cache, v_cache, q_pos, slot_pos, n_slots, scale, window, scor
     for job in prange(n_tokens * n_heads):
         t = job // n_heads
         h = job % n_heads
-        kvh = h // group
-        qv = q[t, h]
-        row = scores[job]
-        p = q_pos[t]
-        count = 0
-        for s in range(n_slots):
-            sp = slot_pos[s]
-            if sp <= p and (window <= 0 or p - sp < window):
-                kv = k_cache[kvh, s]
-                dot = F32(0.0)
-                for i in range(head_dim):
-                    dot += qv[i] * _to_f32(kv[i])
-                row[s] = dot * scale
-                count += 1
-            else:
-                row[s] = -np.inf
-        o = out[t, h]
-        for i in range(head_dim):
-            o[i] = 0.0
-        if count == 0:
-            continue
-        softmax_inplace(row, n_slots)
-        for s in range(n_slots):
-            w = row[s]
-            if w != 0.0:
-                vv = v_cache[kvh, s]
-                for i in range(head_dim):
-                    o[i] += w * _to_f32(vv[i])
+        _attend_head(q[t, h], k_cache, v_cache, h // group, q_pos[t], slot_pos, n_slots, scale, window, scores[job],
+                     out[t, h])
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def attention_seqs(q, k_pool, v_pool, rows, seqs, q_pos, slot_pos, n_slots, new_k, new_v, slots, scale, window,
+                   scores, out):
+    """One generated token for each of several sequences whose caches share a pool, in one call (a
+    server's decode step): row rows[j] of q, new_k, new_v belongs to sequence seqs[j] at position q_pos[j].
+    Stores its k and v in slot slots[j] of that sequence's cache k_pool[seqs[j]] (n_kv_heads, n_ctx,
+    head_dim), then attends as `attention` does over the first n_slots[j] slots, which hold the positions
+    slot_pos[seqs[j]]. scores: scratch (len(rows) * n_heads, n_ctx)."""
+    n_heads = q.shape[1]
+    group = n_heads // k_pool.shape[1]
+    for j in prange(rows.size):
+        _store(k_pool[seqs[j]], slots[j], new_k[rows[j]])
+        _store(v_pool[seqs[j]], slots[j], new_v[rows[j]])
+    for job in prange(rows.size * n_heads):
+        j = job // n_heads
+        h = job % n_heads
+        seq = seqs[j]
+        _attend_head(q[rows[j], h], k_pool[seq], v_pool[seq], h // group, q_pos[j], slot_pos[seq], n_slots[j], scale,
+                     window, scores[job], out[rows[j], h])

@@ -55,6 +55,7 @@ KIND = {qtype: index for index, qtype in enumerate(TILED)}
 X_ROWS_TOGETHER = 3             # activation rows per pass over a tile in prompt processing
 _tile_dot = make_tile_dot([tiled.format for tiled in TILED.values()], KERNEL_PATH)
 _tile_dot_rows = make_tile_dot([tiled.format for tiled in TILED.values()], KERNEL_PATH, X_ROWS_TOGETHER)
+_tile_dot_pair = make_tile_dot([tiled.format for tiled in TILED.values()], KERNEL_PATH, 2)   # 2 rows left over
 
 
 # ---------------------------------------------------------------- activations
@@ -123,17 +124,21 @@ CHUNK_X_BYTES = 1 << 18         # so that both stay in a core's L2 cache while t
 
 
 @njit(cache=True, parallel=True)
-def matmul(kind, W, xq, xd, xs, out):
+def matmul(kind, W, xq, xd, xs, out, n_threads=1):
     """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec. Rows of x go
-    through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them).
+    through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them); two rows
+    left over go through together, one alone.
 
     Blocked for the cache: each thread takes a group of tiles (~128 KB) and runs chunks of x rows (~256 KB)
     through all of them, so the group is read from memory once and each chunk once per group (a 512-token
-    prompt's activations are 2-8 MB: read once per tile they cost more than the weights)."""
+    prompt's activations are 2-8 MB: read once per tile they cost more than the weights). A few rows (a
+    server's decode step) make groups small enough that every thread gets several."""
     n, rows = out.shape
     together = n - n % X_ROWS_TOGETHER
     tile_bytes = W.shape[1] * W.shape[2]
-    group = max(1, GROUP_WEIGHT_BYTES // tile_bytes) if together else 1     # a matvec: tiles spread evenly
+    group = 1
+    if n > 1:
+        group = max(1, min(GROUP_WEIGHT_BYTES // tile_bytes, W.shape[0] // (4 * n_threads)))
     chunk = max(1, CHUNK_X_BYTES // (xd.shape[1] * 64 * X_ROWS_TOGETHER)) * X_ROWS_TOGETHER
     n_groups = (W.shape[0] + group - 1) // group
     for g in prange(n_groups):
@@ -145,8 +150,12 @@ def matmul(kind, W, xq, xd, xs, out):
                     _tile_dot_rows(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
         for t in range(first, stop):
             at, valid = t * tile_bytes, min(LANES, rows - LANES * t)
-            for i in range(together, n):
-                _tile_dot(kind, W, at, xq, xd, xs, i, xd.shape[1], out, i * rows + LANES * t, valid, rows)
+            if n - together == 2:
+                _tile_dot_pair(kind, W, at, xq, xd, xs, together, xd.shape[1], out, together * rows + LANES * t,
+                               valid, rows)
+            elif n - together == 1:
+                _tile_dot(kind, W, at, xq, xd, xs, together, xd.shape[1], out, together * rows + LANES * t,
+                          valid, rows)
 
 
 # ---------------------------------------------------------------- GGUF blocks -> tiles

@@ -203,7 +203,7 @@ class PackedWeight:
             out = np.empty((xs.shape[0], self.rows), np.float32)
         if self.tiles is not None:
             px = prepared if prepared is not None else self.prepare(xs)
-            tl.matmul(tl.KIND[self.format.type], self.tiles, px.xq, px.xd, px.xs, out)
+            tl.matmul(tl.KIND[self.format.type], self.tiles, px.xq, px.xd, px.xs, out, numba.get_num_threads())
             return out
         tile = max(1, MATMUL_TILE_BYTES // (4 * self.cols))
         for start in range(0, self.rows, tile):

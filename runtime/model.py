@@ -157,15 +157,17 @@ class Layer:
 EMPTY_SLOT = np.iinfo(np.int64).max   # a slot position no query can see
 
 
-class KVCache:
-    """Keys and values of one sequence, per layer (n_head_kv, slots, head_dim), float16 or float32.
+class KVPool:
+    """The KV caches of several sequences in shared arrays (one per layer: (n_seqs, n_head_kv, slots,
+    head_dim), float16 or float32), so that one kernel call per layer serves every sequence that generates
+    a token in the same step (a server's slots). A single sequence's cache is a pool of one.
 
     Global layers keep one slot per position (n_ctx). Sliding-window layers keep a ring of
     window + max_batch slots, enough for a batch of queries to see their whole window, so their
     cache does not grow with the context. `linear_pos` and `ring_pos` say which position each slot holds.
     """
 
-    def __init__(self, hp: HyperParams, n_ctx: int, sliding, dtype: str = "f16", max_batch: int = 512):
+    def __init__(self, hp: HyperParams, n_seqs: int, n_ctx: int, sliding, dtype: str = "f16", max_batch: int = 512):
         storage = {"f16": np.uint16, "f32": np.float32}.get(dtype)
         if storage is None:
             raise ValueError(f"KV cache type must be f16 or f32, got {dtype!r}")
@@ -175,10 +177,22 @@ class KVCache:
         self.max_batch = max(1, min(max_batch, n_ctx))
         self.ring = min(n_ctx, self.window + self.max_batch) if any(sliding) else n_ctx
         sizes = [self.ring if s else n_ctx for s in sliding]
-        self.k = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
-        self.v = [np.zeros((hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
-        self.linear_pos = np.full(n_ctx, EMPTY_SLOT, np.int64)
-        self.ring_pos = np.full(self.ring, EMPTY_SLOT, np.int64)
+        self.k = [np.zeros((n_seqs, hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
+        self.v = [np.zeros((n_seqs, hp.n_head_kv, size, hp.head_dim), storage) for size in sizes]
+        self.linear_pos = np.full((n_seqs, n_ctx), EMPTY_SLOT, np.int64)
+        self.ring_pos = np.full((n_seqs, self.ring), EMPTY_SLOT, np.int64)
+        self.caches = [KVCache(self, i) for i in range(n_seqs)]
+
+
+class KVCache:
+    """One sequence's keys and values, per layer (n_head_kv, slots, head_dim): views into its pool."""
+
+    def __init__(self, pool: KVPool, index: int):
+        self.pool, self.index = pool, index
+        self.n_ctx, self.window, self.max_batch, self.ring = pool.n_ctx, pool.window, pool.max_batch, pool.ring
+        self.k = [k[index] for k in pool.k]
+        self.v = [v[index] for v in pool.v]
+        self.linear_pos, self.ring_pos = pool.linear_pos[index], pool.ring_pos[index]
         self.n_tokens = 0
 
     @property
@@ -197,10 +211,34 @@ class KVCache:
         return n_tokens
 
 
+class _DecodeGroup:
+    """The sequences of one forward that add a single token each and whose caches share a pool: one
+    attention call per layer serves all of them (K.attention_seqs)."""
+
+    def __init__(self, members, n_head):
+        self.pool = members[0][1].pool
+        self.rows = np.array([m[0] for m in members], np.int64)
+        self.seqs = np.array([m[1].index for m in members], np.int64)
+        self.positions = np.array([m[2] for m in members], np.int64)
+        self.ring_slots = np.array([m[3] for m in members], np.int64)
+        self.n_linear = self.positions + 1
+        self.n_ring = np.full(len(members), self.pool.ring, np.int64)
+        self.scores = np.empty((len(members) * n_head, self.pool.n_ctx), np.float32)
+
+    def attend(self, i, sliding, window, q3, k3, v3, scale, out):
+        pool = self.pool
+        if sliding:
+            slot_pos, slots, n_slots = pool.ring_pos, self.ring_slots, self.n_ring
+        else:
+            slot_pos, slots, n_slots, window = pool.linear_pos, self.positions, self.n_linear, 0
+        K.attention_seqs(q3, pool.k[i], pool.v[i], self.rows, self.seqs, self.positions, slot_pos, n_slots, k3, v3,
+                         slots, scale, window, self.scores, out)
+
+
 class _Workspace:
     """Activation buffers for up to n_batch tokens, reused by every forward pass."""
 
-    def __init__(self, hp: HyperParams, n_batch: int, n_ctx: int):
+    def __init__(self, hp: HyperParams, n_batch: int):
         q_width, kv_width = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
         f32 = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
         self.n_batch = n_batch
@@ -209,7 +247,6 @@ class _Workspace:
         self.k, self.v = f32(n_batch, kv_width), f32(n_batch, kv_width)
         self.o = f32(n_batch, hp.n_embd)
         self.gate, self.up, self.act = f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff)
-        self.scores = f32(hp.n_head, n_ctx)   # one token's attention rows (batches use _batch_attention)
         self.prepared = {}   # activation layouts for the matvec kernels, refilled every token
 
 
@@ -272,12 +309,16 @@ class Model:
         return layer
 
     def new_cache(self, n_ctx: int, dtype: str = "f16", max_batch: int = 512) -> KVCache:
-        return KVCache(self.hp, n_ctx, [layer.sliding for layer in self.layers], dtype, max_batch)
+        return self.new_caches(1, n_ctx, dtype, max_batch)[0]
 
-    def _workspace_for(self, n_batch, n_ctx):
+    def new_caches(self, n_seqs: int, n_ctx: int, dtype: str = "f16", max_batch: int = 512) -> list[KVCache]:
+        """Caches for n_seqs sequences in one pool: forward_batch attends for all of them in one call."""
+        return KVPool(self.hp, n_seqs, n_ctx, [layer.sliding for layer in self.layers], dtype, max_batch).caches
+
+    def _workspace_for(self, n_batch):
         ws = self._workspace
-        if ws is None or ws.n_batch < n_batch or ws.scores.shape[1] < n_ctx:
-            ws = self._workspace = _Workspace(self.hp, n_batch, n_ctx)
+        if ws is None or ws.n_batch < n_batch:
+            ws = self._workspace = _Workspace(self.hp, n_batch)
         return ws
 
     def embed(self, tokens, out):
@@ -334,7 +375,12 @@ class Model:
             spans.append((slice(row, row + count), cache, positions, ring_slots))
             row += count
         positions = np.concatenate([s[2] for s in spans]) if len(spans) > 1 else spans[0][2]
-        ws = self._workspace_for(n, max(cache.n_ctx for _, cache in batch))
+        pools = {}
+        for rows, cache, seq_positions, ring_slots in spans:
+            if seq_positions.size == 1:
+                pools.setdefault(id(cache.pool), []).append((rows.start, cache, seq_positions[0], ring_slots[0]))
+        decode_groups = [_DecodeGroup(members, hp.n_head) for members in pools.values()]
+        ws = self._workspace_for(n)
         ropes = self._rope_tables(positions)
 
         x, h = ws.x[:n], ws.h[:n]
@@ -362,9 +408,12 @@ class Model:
             cos, sin = ropes[layer.sliding]
             K.apply_rope(q3, cos, sin, self.arch.rope_neox)
             K.apply_rope(k3, cos, sin, self.arch.rope_neox)
+            for group in decode_groups:
+                group.attend(i, layer.sliding, hp.sliding_window, q3, k3, v3, scale, attn3)
             for rows, cache, seq_positions, ring_slots in spans:
-                self._attend(i, layer.sliding, cache, seq_positions, ring_slots, q3[rows], k3[rows], v3[rows],
-                             scale, ws.scores, attn3[rows])
+                if seq_positions.size > 1:
+                    self._attend(i, layer.sliding, cache, seq_positions, ring_slots, q3[rows], k3[rows], v3[rows],
+                                 scale, attn3[rows])
             _project(attn, ws.prepared, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
@@ -386,20 +435,16 @@ class Model:
             return [self.output.matvec(h[last[0]])]
         return list(self.output.matmul(np.ascontiguousarray(h[last])))
 
-    def _attend(self, i, sliding, cache, positions, ring_slots, q3, k3, v3, scale, scores, out):
-        """One sequence's attention in layer i: store its new keys and values, attend over its cache."""
-        hp = self.hp
-        start, n = int(positions[0]), positions.size
+    def _attend(self, i, sliding, cache, positions, ring_slots, q3, k3, v3, scale, out):
+        """Attention in layer i for several tokens of one sequence (a prompt): store their keys and values,
+        then attend over the cache with BLAS products."""
         if sliding:
-            slots, slot_pos, n_slots, window = ring_slots, cache.ring_pos, cache.ring, hp.sliding_window
+            slots, slot_pos, n_slots, window = ring_slots, cache.ring_pos, cache.ring, self.hp.sliding_window
         else:
-            slots, slot_pos, n_slots, window = positions, cache.linear_pos, start + n, 0
+            slots, slot_pos, n_slots, window = positions, cache.linear_pos, int(positions[-1]) + 1, 0
         K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
-        if n == 1:
-            K.attention(q3, cache.k[i], cache.v[i], positions, slot_pos, n_slots, scale, window, scores, out)
-        else:
-            _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
-                             slot_pos[:n_slots], scale, window, out)
+        _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
+                         slot_pos[:n_slots], scale, window, out)
 
     def _rope_tables(self, positions):
         """cos/sin for global layers (False) and sliding-window layers (True)."""

@@ -11,7 +11,7 @@ except ValueError as error:
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import bench, chat, convert, inspect_gguf, perplexity, pull, quantize, run
+from . import bench, chat, convert, inspect_gguf, perplexity, pull, quantize, run, serve
 
 COMMANDS = {
     "chat": chat,
@@ -22,6 +22,7 @@ COMMANDS = {
     "quantize": quantize,
     "perplexity": perplexity,
     "bench": bench,
+    "serve": serve,
 }
 
 USER_ERRORS = (GGUFError, ModelNotFound, ValueError, OSError)

@@ -1,0 +1,366 @@
+"""The OpenAI-compatible HTTP API of `nibble serve`, on Starlette (run by uvicorn).
+
+Routes: POST /v1/chat/completions and /v1/completions (streamed as server-sent events or not), GET
+/v1/models, GET /health (503 while the model loads in the background), GET /metrics (Prometheus text),
+POST /tokenize and /detokenize (llama-server's shapes). Generation runs in the engine's thread
+(engine.py); each request waits on an asyncio queue the engine feeds, and a watcher on the connection
+cancels the request's job when the client goes away.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from ..chat_template import ChatTemplate, ChatTemplateError
+from ..completion import (chat_chunk, chat_prompt_tokens, chat_response, completion_budget, completion_chunk,
+                          completion_response, new_meta, text_prompt_tokens, usage)
+from ..model import Model
+from .engine import Engine, Job, QueueFull
+from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, ApiError, BadRequest, NotFound, TooLarge, Unauthorized,
+                       Unavailable, chat_messages, parse)
+
+PUBLIC_PATHS = ("/health", "/v1/health")
+
+
+@dataclass
+class ServerConfig:
+    model_path: str
+    n_slots: int = 4
+    n_ctx: int = 0                  # all slots together, as llama-server's -c; 0: 2048 per slot
+    n_threads: int | None = None
+    n_batch: int = 256              # rows per step: generating slots' tokens plus pieces of prompts
+    max_queue: int = 64
+    api_key: str | None = None
+    chat_template_file: str | None = None
+    alias: str | None = None
+    max_body_bytes: int = 8 << 20
+    cache_type: str = "f16"
+
+
+class ServerState:
+    """The model and engine, loaded in a background thread so the server answers /health at once."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.model_name = config.alias or Path(config.model_path).name
+        self.engine: Engine | None = None
+        self.model = self.template = None
+        self.load_error: str | None = None
+        self.started = time.time()
+        self._loader = threading.Thread(target=self._load, name="nibble-load", daemon=True)
+        self._loader.start()
+
+    def _load(self):
+        config = self.config
+        try:
+            model = Model(config.model_path, n_threads=config.n_threads)
+            if config.chat_template_file:
+                source = Path(config.chat_template_file).read_text(encoding="utf-8")
+                template = ChatTemplate(source, name=config.chat_template_file)
+            else:
+                template = ChatTemplate.for_model(model.tokenizer, model.arch_name)
+            per_slot = config.n_ctx // config.n_slots if config.n_ctx else 2048
+            if model.hp.n_ctx_train:
+                per_slot = min(per_slot, model.hp.n_ctx_train)
+            self.model, self.template = model, template
+            self.engine = Engine(model, config.n_slots, per_slot, config.n_batch, config.max_queue,
+                                 config.cache_type)
+        except Exception as error:   # reported by /health and every request
+            self.load_error = f"{type(error).__name__}: {error}"
+
+    def wait_loaded(self, timeout=None):
+        self._loader.join(timeout)
+        return self.engine is not None
+
+    def ready(self) -> Engine:
+        if self.engine is not None:
+            return self.engine
+        if self.load_error:
+            raise ApiError(f"the model failed to load: {self.load_error}")
+        raise Unavailable("the model is loading", headers={"Retry-After": "1"})
+
+    def close(self):
+        if self.engine is not None:
+            self.engine.close()
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    state = ServerState(config)
+    routes = [
+        Route("/health", health, methods=["GET"]), Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]), Route("/models", models, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]), Route("/completions", completions, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
+    app.state.server = state
+    return ApiKeyCheck(app, config.api_key) if config.api_key else app
+
+
+# ---- errors ----
+
+async def _api_error(request, error: ApiError):
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+async def _http_error(request, error: HTTPException):
+    kinds = {404: NotFound, 405: BadRequest}
+    kind = kinds.get(error.status_code, ApiError)
+    message = f"{request.method} {request.url.path}: " + ("no such route" if error.status_code == 404 else
+                                                          error.detail)
+    api_error = kind(message)
+    return JSONResponse(api_error.body(), status_code=error.status_code)
+
+
+async def _server_error(request, error: Exception):
+    return JSONResponse(ApiError(f"internal error: {type(error).__name__}: {error}").body(), status_code=500)
+
+
+class ApiKeyCheck:
+    """ASGI middleware: every route but /health wants `Authorization: Bearer KEY` (401 otherwise)."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.key):
+                error = Unauthorized("invalid or missing API key: send 'Authorization: Bearer KEY'")
+                response = JSONResponse(error.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _read_json(request, limit):
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"the body has {length} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+# ---- routes ----
+
+async def health(request):
+    state = request.app.state.server
+    if state.engine is not None:
+        return JSONResponse({"status": "ok", "slots_idle": len(state.engine.slots) - state.engine.busy_slots,
+                             "slots_processing": state.engine.busy_slots})
+    state.ready()
+
+
+async def models(request):
+    state = request.app.state.server
+    meta = {}
+    if state.model is not None:
+        hp = state.model.hp
+        meta = {"architecture": state.model.arch_name, "n_vocab": hp.n_vocab, "n_ctx_train": hp.n_ctx_train,
+                "n_embd": hp.n_embd, "n_ctx_slot": state.engine.n_ctx if state.engine else None}
+    return JSONResponse({"object": "list", "data": [{"id": state.model_name, "object": "model",
+                                                     "created": int(state.started), "owned_by": "nibble",
+                                                     "meta": meta}]})
+
+
+async def chat_completions(request):
+    state = request.app.state.server
+    engine = state.ready()
+    body = await _read_json(request, state.config.max_body_bytes)
+    req = parse(body, CHAT_FIELDS)
+    try:
+        tokens = chat_prompt_tokens(state.template, state.model.tokenizer, chat_messages(body["messages"]))
+    except ChatTemplateError as error:
+        raise BadRequest(str(error), param="messages") from None
+    return await _generate(request, state, engine, req, tokens, chat=True)
+
+
+async def completions(request):
+    state = request.app.state.server
+    engine = state.ready()
+    body = await _read_json(request, state.config.max_body_bytes)
+    req = parse(body, COMPLETION_FIELDS)
+    prompt = body["prompt"]
+    prompt = prompt[0] if isinstance(prompt, list) and isinstance(prompt[0], str) else prompt
+    tokens = text_prompt_tokens(state.model.tokenizer, prompt)
+    n_vocab = state.model.hp.n_vocab
+    if any(not 0 <= t < n_vocab for t in tokens):
+        raise BadRequest(f"token ids in 'prompt' must be in 0..{n_vocab - 1}", param="prompt")
+    echo = prompt if isinstance(prompt, str) else _detokenize(state, tokens)
+    return await _generate(request, state, engine, req, tokens, chat=False,
+                           echo=echo if body.get("echo") else None)
+
+
+async def _generate(request, state, engine, req, tokens, chat, echo=None):
+    n_prompt, n_ctx = len(tokens), engine.n_ctx
+    if n_prompt == 0:
+        raise BadRequest("the prompt is empty", param="prompt")
+    if req.max_tokens and n_prompt + req.max_tokens > n_ctx:
+        raise BadRequest(f"the prompt ({n_prompt} tokens) plus max_tokens ({req.max_tokens}) is more than the "
+                         f"context of {n_ctx} tokens per slot", param="max_tokens")
+    if n_prompt >= n_ctx:
+        raise BadRequest(f"the prompt ({n_prompt} tokens) does not fit the context of {n_ctx} tokens per slot "
+                         "(with room for one generated token)", param="messages" if chat else "prompt")
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    job = Job(prompt=tokens, sampling=req.sampling, max_tokens=completion_budget(n_ctx, n_prompt, req.max_tokens),
+              stop=req.stop, seed=req.seed, emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+    try:
+        engine.submit(job)
+    except QueueFull as error:
+        raise Unavailable(f"the server is busy: {error}; retry later", headers={"Retry-After": "1"}) from None
+    meta = new_meta(req.model or state.model_name, "chatcmpl-" if chat else "cmpl-")
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, engine, job))
+    if req.stream:
+        return StreamingResponse(_sse(engine, job, events, watcher, meta, chat, echo, req.include_usage),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    text = ""
+    try:
+        while True:
+            event = await events.get()
+            if event[0] == "text":
+                text += event[1]
+            elif event[0] == "end":
+                _, rest, finish_reason, n_prompt, n_completion = event
+                text += rest
+                break
+            else:
+                raise ApiError(event[1])
+    finally:
+        watcher.cancel()
+        engine.cancel(job)
+    if chat:
+        return JSONResponse(chat_response(meta, text, finish_reason, n_prompt, n_completion))
+    return JSONResponse(completion_response(meta, (echo or "") + text, finish_reason, n_prompt, n_completion))
+
+
+async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage):
+    def data(obj):
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    def piece(text, finish_reason=None):
+        if chat:
+            return chat_chunk(meta, {"content": text} if text else {}, finish_reason)
+        return completion_chunk(meta, text, finish_reason)
+
+    try:
+        if chat:
+            yield data(chat_chunk(meta, {"role": "assistant", "content": ""}))
+        elif echo:
+            yield data(piece(echo))
+        while True:
+            event = await events.get()
+            if event[0] == "text":
+                yield data(piece(event[1]))
+                continue
+            if event[0] == "end":
+                _, rest, finish_reason, n_prompt, n_completion = event
+                if rest and chat:
+                    yield data(piece(rest))
+                    rest = ""
+                yield data(piece(rest, finish_reason))
+                if include_usage:
+                    kind = "chat.completion.chunk" if chat else "text_completion"
+                    yield data({"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"],
+                                "choices": [], "usage": usage(n_prompt, n_completion)})
+            else:
+                yield data(ApiError(event[1]).body())
+            yield "data: [DONE]\n\n"
+            return
+    finally:
+        watcher.cancel()
+        engine.cancel(job)
+
+
+async def _cancel_on_disconnect(request, engine, job):
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            engine.cancel(job)
+            return
+
+
+async def tokenize(request):
+    state = request.app.state.server
+    state.ready()
+    body = await _read_json(request, state.config.max_body_bytes)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, str):
+        raise BadRequest("'content' must be a string", param="content")
+    tokenizer = state.model.tokenizer
+    tokens = tokenizer.encode(content, add_special=bool(body.get("add_special", False)),
+                              parse_special=bool(body.get("parse_special", True)))
+    if body.get("with_pieces"):
+        return JSONResponse({"tokens": [{"id": t, "piece": tokenizer.token_bytes(t, True).decode("utf-8", "replace")}
+                                        for t in tokens]})
+    return JSONResponse({"tokens": tokens})
+
+
+async def detokenize(request):
+    state = request.app.state.server
+    state.ready()
+    body = await _read_json(request, state.config.max_body_bytes)
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    n_vocab = state.model.hp.n_vocab
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < n_vocab for t in tokens):
+        raise BadRequest(f"'tokens' must be a list of token ids in 0..{n_vocab - 1}", param="tokens")
+    return JSONResponse({"content": _detokenize(state, tokens)})
+
+
+def _detokenize(state, tokens):
+    decoder = state.model.tokenizer.incremental_decoder()
+    return "".join(decoder.decode(t) for t in tokens) + decoder.flush()
+
+
+async def metrics(request):
+    state = request.app.state.server
+    engine = state.ready()
+    s = engine.stats
+    rows = [
+        ("requests_total", "counter", "requests accepted", s["requests"]),
+        ("requests_rejected_total", "counter", "requests refused because the queue was full", s["rejected"]),
+        ("prompt_tokens_total", "counter", "prompt tokens evaluated", s["prompt_tokens"]),
+        ("prompt_tokens_cached_total", "counter", "prompt tokens reused from a slot's cache", s["cached_tokens"]),
+        ("tokens_predicted_total", "counter", "tokens generated", s["generated_tokens"]),
+        ("prompt_tokens_seconds", "gauge", "prompt tokens per second of forward time",
+         s["prompt_tokens"] / s["prompt_seconds"] if s["prompt_seconds"] else 0.0),
+        ("predicted_tokens_seconds", "gauge", "generated tokens per second of forward time (all slots)",
+         s["generated_tokens"] / s["decode_seconds"] if s["decode_seconds"] else 0.0),
+        ("requests_processing", "gauge", "busy slots", engine.busy_slots),
+        ("requests_deferred", "gauge", "requests waiting for a slot", engine.queue_length),
+        ("slots_total", "gauge", "slots", len(engine.slots)),
+        ("steps_total", "counter", "forward passes", s["steps"]),
+        ("errors_total", "counter", "steps that failed", s["errors"]),
+    ]
+    lines = []
+    for name, kind, help_text, value in rows:
+        lines += [f"# HELP nibble_{name} {help_text}", f"# TYPE nibble_{name} {kind}", f"nibble_{name} {value}"]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

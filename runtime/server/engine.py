@@ -1,0 +1,222 @@
+"""Continuous batching: the slots of `nibble serve` decode together, one pass over the weights per step.
+
+One thread runs the model. Each step it gathers one token from every slot that is generating and the
+next piece of every prompt still being read (within `n_batch` rows in all, prompts first come first
+served), runs them as one `Model.forward_batch`, samples each sequence's next token and hands the text to
+the request's event loop. A new request joins at the next step; a long prompt is read a piece per step, so
+running streams keep flowing. Each slot keeps its tokens in its cache after its request ends: a request
+goes to the free slot whose cache shares the longest prefix with its prompt and evaluates only the rest.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import cpu_kernels as K
+
+from ..completion import TextStream
+from ..model import Model
+from ..sampling import Sampler, SamplingParams
+
+
+class QueueFull(RuntimeError):
+    """Every slot is busy and the waiting line is full."""
+
+
+@dataclass
+class Job:
+    """One request's generation. `emit` is called from the engine's thread with
+    ("text", text) while it runs and finally ("end", text, finish_reason, n_prompt, n_completion)
+    or ("error", message); it must hand the event over to the request's own thread (see app.py)."""
+    prompt: list[int]
+    sampling: SamplingParams
+    max_tokens: int
+    stop: list[str]
+    emit: Callable[[tuple], None]
+    seed: int | None = None
+    cancelled: bool = False
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Slot:
+    """A sequence's KV cache, the tokens it holds, and the job using it (None when free)."""
+
+    def __init__(self, index, cache):
+        self.index, self.cache = index, cache
+        self.tokens: list[int] = []      # tokens whose keys and values are in the cache
+        self.job: Job | None = None
+        self.todo: list[int] = []        # tokens still to evaluate (the rest of the prompt, or the last sample)
+        self.decoding = False            # the prompt is read: todo is the token sampled last
+        self.sampler = self.stream = None
+        self.last_used = 0.0
+
+    def start(self, job, tokenizer):
+        """Take `job`: keep the cached prefix it shares (at least one token is left to evaluate)."""
+        kept = self.cache.truncate(min(_shared_prefix(self.tokens, job.prompt), len(job.prompt) - 1))
+        del self.tokens[kept:]
+        self.job, self.todo, self.decoding = job, list(job.prompt[kept:]), False
+        self.sampler = Sampler(job.sampling, job.seed)
+        self.stream = TextStream(tokenizer, job.stop, job.max_tokens)
+        return kept
+
+
+class Engine:
+    """The slots, the waiting line and the thread that runs the model for them."""
+
+    def __init__(self, model: Model, n_slots: int = 4, n_ctx: int = 2048, n_batch: int = 256,
+                 max_queue: int = 64, cache_type: str = "f16"):
+        self.model, self.n_ctx, self.n_batch, self.max_queue = model, n_ctx, n_batch, max_queue
+        self.slots = [Slot(i, cache) for i, cache in enumerate(model.new_caches(n_slots, n_ctx, cache_type, n_batch))]
+        self.waiting: deque[Job] = deque()
+        self.lock = threading.Condition()
+        self.stats = dict(requests=0, prompt_tokens=0, cached_tokens=0, generated_tokens=0, prompt_seconds=0.0,
+                          decode_seconds=0.0, steps=0, errors=0, rejected=0)
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="nibble-engine", daemon=True)
+        self._thread.start()
+
+    # ---- from request threads ----
+
+    def submit(self, job: Job):
+        with self.lock:
+            if len(self.waiting) >= self.max_queue and not any(s.job is None for s in self.slots):
+                self.stats["rejected"] += 1
+                raise QueueFull(f"all {len(self.slots)} slots are busy and {len(self.waiting)} requests wait")
+            self.waiting.append(job)
+            self.stats["requests"] += 1
+            self.lock.notify()
+
+    def cancel(self, job: Job):
+        """The client went away: its slot is freed at the next step."""
+        job.cancelled = True
+        with self.lock:
+            self.lock.notify()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(s.job is not None for s in self.slots)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self.waiting)
+
+    def close(self):
+        with self.lock:
+            self._running = False
+            self.lock.notify()
+        self._thread.join(timeout=30)
+
+    # ---- the engine's thread ----
+
+    def _run(self):
+        K.set_threads(self.model.n_threads)   # Numba's thread count is per calling thread
+        while True:
+            with self.lock:
+                while self._running and not self.waiting and not any(s.job for s in self.slots):
+                    self.lock.wait()
+                if not self._running:
+                    break
+                self._admit()
+            self._drop_cancelled()
+            try:
+                self._step()
+            except Exception as error:   # one bad step ends the requests in it, never the server
+                self.stats["errors"] += 1
+                for slot in self.slots:
+                    if slot.job is not None:
+                        slot.job.emit(("error", f"generation failed: {error}"))
+                        self._free(slot, forget=True)
+        for slot in self.slots:
+            if slot.job is not None:
+                slot.job.emit(("error", "the server is shutting down"))
+        for job in self.waiting:
+            job.emit(("error", "the server is shutting down"))
+
+    def _admit(self):
+        """Waiting jobs into free slots (called with the lock held)."""
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled:
+                self.waiting.popleft()
+                job.emit(("error", "cancelled"))
+                continue
+            free = [s for s in self.slots if s.job is None]
+            if not free:
+                return
+            self.waiting.popleft()
+            slot = max(free, key=lambda s: (_shared_prefix(s.tokens, job.prompt), -s.last_used))
+            kept = slot.start(job, self.model.tokenizer)
+            self.stats["cached_tokens"] += kept
+
+    def _drop_cancelled(self):
+        for slot in self.slots:
+            if slot.job is not None and slot.job.cancelled:
+                slot.job.emit(("error", "cancelled"))
+                self._free(slot)
+
+    def _free(self, slot, forget=False):
+        slot.job, slot.todo, slot.sampler, slot.stream, slot.decoding = None, [], None, None, False
+        slot.last_used = time.perf_counter()
+        if forget:
+            slot.cache.truncate(0)
+            slot.tokens.clear()
+
+    def _step(self):
+        """One forward over every generating slot's next token and the next pieces of waiting prompts."""
+        decoding = [s for s in self.slots if s.job is not None and s.decoding]
+        reading = sorted((s for s in self.slots if s.job is not None and not s.decoding),
+                         key=lambda s: s.job.queued_at)
+        budget = max(self.n_batch - len(decoding), 16)
+        batch = [(s, s.todo) for s in decoding]
+        for slot in reading:
+            if budget <= 0:
+                break
+            piece = slot.todo[:budget]
+            batch.append((slot, piece))
+            budget -= len(piece)
+        if not batch:
+            return
+        started = time.perf_counter()
+        logits = self.model.forward_batch([(piece, slot.cache) for slot, piece in batch])
+        elapsed = time.perf_counter() - started
+        n_prompt_rows = sum(len(piece) for slot, piece in batch if slot not in decoding)
+        rows = n_prompt_rows + len(decoding)
+        self.stats["steps"] += 1
+        self.stats["prompt_tokens"] += n_prompt_rows
+        self.stats["prompt_seconds"] += elapsed * n_prompt_rows / rows
+        self.stats["decode_seconds"] += elapsed * len(decoding) / rows
+        for (slot, piece), row in zip(batch, logits):
+            slot.tokens.extend(piece)
+            del slot.todo[:len(piece)]
+            if not slot.todo:
+                self._sample(slot, row)
+
+    def _sample(self, slot, logits):
+        job, params = slot.job, slot.job.sampling
+        history = slot.tokens[-params.penalty_last_n:] if params.penalty_last_n else ()
+        token = slot.sampler.sample(logits, history)
+        text, finish_reason = slot.stream.push(token)
+        self.stats["generated_tokens"] += not self.model.tokenizer.is_eog(token)
+        if finish_reason is None and len(slot.tokens) >= self.n_ctx:
+            more, finish_reason = slot.stream.end("length")
+            text += more
+        if finish_reason is not None:
+            job.emit(("end", text, finish_reason, len(job.prompt), slot.stream.count))
+            self._free(slot)
+            return
+        slot.todo, slot.decoding = [token], True
+        if text:
+            job.emit(("text", text))
+
+
+def _shared_prefix(a, b):
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    same = np.asarray(a[:n]) == np.asarray(b[:n])
+    return n if same.all() else int(np.argmin(same))

@@ -1,0 +1,159 @@
+"""Request bodies of the OpenAI API, checked field by field against one table.
+
+A bad field gives `BadRequest` naming it and what was expected, which the app turns into OpenAI's error
+object with status 400. Defaults are llama-server's (temperature 0.8, top_k 40, top_p 0.95, min_p 0.05).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..completion import stop_list
+from ..sampling import SamplingParams
+
+
+class ApiError(Exception):
+    """An error answered with OpenAI's error object."""
+    status, kind = 500, "server_error"
+
+    def __init__(self, message, param=None, headers=None):
+        super().__init__(message)
+        self.message, self.param, self.headers = message, param, headers
+
+    def body(self):
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
+
+
+class BadRequest(ApiError):
+    status, kind = 400, "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    status, kind = 401, "authentication_error"
+
+
+class NotFound(ApiError):
+    status, kind = 404, "not_found_error"
+
+
+class TooLarge(ApiError):
+    status, kind = 413, "invalid_request_error"
+
+
+class Unavailable(ApiError):
+    status, kind = 503, "unavailable_error"
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _stop(value):
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value))
+
+
+def _bias(value):
+    return isinstance(value, dict) and all(_number(v) for v in value.values())
+
+
+def _prompt(value):
+    return isinstance(value, str) or (isinstance(value, list) and value and all(_integer(t) for t in value)) \
+        or (isinstance(value, list) and len(value) == 1 and isinstance(value[0], str))
+
+
+# field: (accepts the value?, what it must be, default). None is accepted wherever the default is None.
+COMMON_FIELDS = {
+    "model": (lambda v: isinstance(v, str), "a string", None),
+    "max_tokens": (_integer, "an integer", None),
+    "max_completion_tokens": (_integer, "an integer", None),
+    "temperature": (_number, "a number", 0.8),
+    "top_p": (_number, "a number", 0.95),
+    "top_k": (_integer, "an integer", 40),
+    "min_p": (_number, "a number", 0.05),
+    "presence_penalty": (_number, "a number", 0.0),
+    "frequency_penalty": (_number, "a number", 0.0),
+    "repeat_penalty": (_number, "a number", 1.0),
+    "repeat_last_n": (_integer, "an integer", 64),
+    "seed": (_integer, "an integer", None),
+    "stop": (_stop, "a string or a list of strings", None),
+    "logit_bias": (_bias, "an object mapping token ids to numbers", None),
+    "stream": (lambda v: isinstance(v, bool), "true or false", False),
+    "stream_options": (lambda v: isinstance(v, dict), "an object", None),
+    "n": (lambda v: v == 1, "1 (one choice per request)", 1),
+    "user": (lambda v: isinstance(v, str), "a string", None),
+}
+CHAT_FIELDS = {**COMMON_FIELDS, "messages": (lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list", ...)}
+COMPLETION_FIELDS = {**COMMON_FIELDS, "prompt": (_prompt, "a string or a list of token ids", ...),
+                     "echo": (lambda v: isinstance(v, bool), "true or false", False)}
+# Known to the OpenAI API but not served yet: a clear 400 rather than a silently different answer.
+NOT_YET = ("tools", "functions", "response_format", "logprobs", "top_logprobs", "suffix", "grammar", "json_schema")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+@dataclass
+class GenerationRequest:
+    sampling: SamplingParams
+    max_tokens: int | None
+    stop: list[str]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    model: str | None
+    body: dict
+
+
+def parse(body, table) -> GenerationRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    for name in NOT_YET:
+        if body.get(name) not in (None, False, [], {}) and not (name == "response_format" and
+                                                                 body[name] == {"type": "text"}):
+            raise BadRequest(f"'{name}' is not supported by nibble's server yet", param=name)
+    values = {}
+    for name, (accepts, expected, default) in table.items():
+        value = body.get(name)
+        if value is None:
+            if default is ...:
+                raise BadRequest(f"'{name}' is required", param=name)
+            values[name] = default
+        elif not accepts(value):
+            raise BadRequest(f"'{name}' must be {expected}, got {value!r:.80}", param=name)
+        else:
+            values[name] = value
+    try:
+        sampling = SamplingParams(
+            temperature=float(values["temperature"]), top_k=values["top_k"], top_p=float(values["top_p"]),
+            min_p=float(values["min_p"]), repeat_penalty=float(values["repeat_penalty"]),
+            frequency_penalty=float(values["frequency_penalty"]), presence_penalty=float(values["presence_penalty"]),
+            penalty_last_n=max(0, values["repeat_last_n"]),
+            logit_bias={int(k): float(v) for k, v in (values["logit_bias"] or {}).items()}).check()
+    except ValueError as error:
+        raise BadRequest(f"{error}" if "logit_bias" not in str(error) else "logit_bias keys must be token ids")
+    max_tokens = values["max_completion_tokens"] if values["max_tokens"] is None else values["max_tokens"]
+    if max_tokens is not None and max_tokens < 0:
+        raise BadRequest(f"'max_tokens' must not be negative, got {max_tokens}", param="max_tokens")
+    return GenerationRequest(sampling=sampling, max_tokens=max_tokens, stop=stop_list(values["stop"]),
+                             seed=values["seed"], stream=values["stream"],
+                             include_usage=bool((values["stream_options"] or {}).get("include_usage")),
+                             model=values["model"], body=body)
+
+
+def chat_messages(messages):
+    """OpenAI's messages as the chat templates take them: content parts of type text joined into a string."""
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise BadRequest(f"messages[{i}] must be an object with a role ({', '.join(ROLES)})", param="messages")
+        content = message.get("content")
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                raise BadRequest(f"messages[{i}].content: only text parts are supported", param="messages")
+            content = "".join(p["text"] for p in content)
+        elif content is not None and not isinstance(content, str):
+            raise BadRequest(f"messages[{i}].content must be a string or a list of text parts", param="messages")
+        checked.append({**message, "content": content or ""})
+    return checked

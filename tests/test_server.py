@@ -1,0 +1,248 @@
+"""`nibble serve` on the real models, through the official `openai` client: answers equal to Llama's for the
+same seed, concurrent streams equal to sequential runs, OpenAI's error objects, disconnects, a full queue.
+
+Each server is a `nibble serve` process on a free loopback port, started by its fixture and stopped by it.
+"""
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from runtime import Llama
+
+KEY = "test-key"
+ROOT = Path(__file__).parent.parent
+SLOTS, CTX_PER_SLOT = 4, 1024
+MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Name three colors of the rainbow."}]
+SAMPLING = dict(temperature=0.7, top_p=0.9, seed=1234, max_tokens=40)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *options):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "-m", str(model), "-t", "2",
+                                         "--port", str(self.port), *options], cwd=ROOT, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            assert self.process.poll() is None, self.process.stderr.read()
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("the server did not start")
+
+    def metric(self, name):
+        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"nibble_{name} ")))
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    server = Server(smollm2_path, "-np", str(SLOTS), "-c", str(SLOTS * CTX_PER_SLOT), "--api-key", KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path):
+    return Llama(model_path=str(smollm2_path), n_ctx=CTX_PER_SLOT, verbose=False)
+
+
+def test_chat_equals_llama_streamed_and_not(client, llm):
+    expected = llm.create_chat_completion(MESSAGES, **SAMPLING)
+    reply = client.chat.completions.create(model="smollm2", messages=MESSAGES, **SAMPLING)
+    assert reply.object == "chat.completion" and reply.id.startswith("chatcmpl-")
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == expected["choices"][0]["message"]["content"]
+    assert reply.choices[0].finish_reason == expected["choices"][0]["finish_reason"]
+    assert reply.usage.model_dump() == {**expected["usage"], "completion_tokens_details": None,
+                                        "prompt_tokens_details": None}
+
+    chunks = list(client.chat.completions.create(model="smollm2", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}, **SAMPLING))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected["choices"][0]["message"]["content"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == expected["choices"][0]["finish_reason"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == expected["usage"]["completion_tokens"]
+
+
+def test_completion_equals_llama_streamed_and_not(client, llm):
+    prompt = "The three primary colors are"
+    options = dict(temperature=0.9, seed=7, max_tokens=24, stop=["\n\n"])
+    expected = llm.create_completion(prompt, **options)
+    reply = client.completions.create(model="smollm2", prompt=prompt, **options)
+    assert reply.object == "text_completion"
+    assert reply.choices[0].text == expected["choices"][0]["text"]
+    assert reply.usage.prompt_tokens == expected["usage"]["prompt_tokens"]
+    streamed = list(client.completions.create(model="smollm2", prompt=prompt, stream=True, **options))
+    assert "".join(c.choices[0].text for c in streamed) == expected["choices"][0]["text"]
+    echoed = client.completions.create(model="smollm2", prompt=prompt, echo=True, **options)
+    assert echoed.choices[0].text == prompt + expected["choices"][0]["text"]
+    # sampling options beyond OpenAI's (llama-server's top_k, min_p, repeat_penalty) reach the sampler
+    extra = dict(top_k=5, min_p=0.1, repeat_penalty=1.3)
+    with_extra = llm.create_completion(prompt, **options, **extra)
+    reply = client.completions.create(model="smollm2", prompt=prompt, extra_body=extra, **options)
+    assert reply.choices[0].text == with_extra["choices"][0]["text"]
+
+
+def test_eight_concurrent_streams_equal_sequential_runs(server, client, llm):
+    """Temperature 0: the texts do not depend on which requests share the batch (more streams than slots,
+    so some wait in the queue and join later)."""
+    prompts = [f"Write one sentence about the number {n}." for n in range(8)]
+    messages = [[{"role": "user", "content": p}] for p in prompts]
+    expected = [llm.create_chat_completion(m, temperature=0, max_tokens=32)["choices"][0]["message"]["content"]
+                for m in messages]
+
+    def stream(m):
+        chunks = client.chat.completions.create(model="smollm2", messages=m, temperature=0, max_tokens=32,
+                                                stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in chunks)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(stream, messages))
+    assert got == expected
+    assert len(set(got)) > 4     # different prompts, different answers: no request saw another's text
+
+
+def test_prompt_cache_reuses_a_slot(server, client):
+    conversation = MESSAGES + [{"role": "assistant", "content": "Red, green and blue."},
+                               {"role": "user", "content": "And three more?"}]
+    before = server.metric("prompt_tokens_cached_total")
+    client.chat.completions.create(model="smollm2", messages=conversation[:2], temperature=0, max_tokens=4)
+    client.chat.completions.create(model="smollm2", messages=conversation, temperature=0, max_tokens=4)
+    assert server.metric("prompt_tokens_cached_total") - before >= 20   # the system and first user turn
+
+
+def test_models_tokenize_detokenize(server, client, llm):
+    assert [m.id for m in client.models.list().data] == [Path(llm.model_path).name]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    tokens = httpx.post(server.url + "/tokenize", json={"content": "Hello world"}, headers=headers).json()["tokens"]
+    assert tokens == llm.tokenize(b"Hello world", add_bos=False, special=True)
+    content = httpx.post(server.url + "/detokenize", json={"tokens": tokens}, headers=headers).json()["content"]
+    assert content == "Hello world"
+
+
+def _error(response, status):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] and error["code"] == status
+    return error["message"]
+
+
+def test_errors_in_openai_shape(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    post = lambda path, body, **kw: httpx.post(server.url + path, content=body, headers=kw.get("h", headers))  # noqa
+    assert "JSON" in _error(post("/v1/chat/completions", b"{not json"), 400)
+    assert "messages" in _error(post("/v1/chat/completions", b'{"max_tokens": 5}'), 400)
+    assert "temperature" in _error(post("/v1/chat/completions", json.dumps(
+        {"messages": MESSAGES, "temperature": "hot"}).encode()), 400)
+    assert "prompt" in _error(post("/v1/completions", b'{"prompt": 5}'), 400)
+    message = _error(post("/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 5000}).encode()), 400)
+    assert "5000" in message and str(CTX_PER_SLOT) in message
+    long_prompt = "word " * (CTX_PER_SLOT + 10)
+    assert str(CTX_PER_SLOT) in _error(post("/v1/completions", json.dumps({"prompt": long_prompt}).encode()), 400)
+    assert "not supported" in _error(post("/v1/chat/completions", json.dumps(
+        {"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}).encode()), 400)
+    assert _error(post("/v1/chat/completions", json.dumps({"messages": MESSAGES}).encode(),
+                       h={"Authorization": "Bearer wrong"}), 401)
+    assert _error(post("/v1/chat/completions", json.dumps({"messages": MESSAGES}).encode(), h={}), 401)
+    assert _error(httpx.get(server.url + "/v1/nothing", headers=headers), 404)
+    assert "limit" in _error(post("/v1/completions", b'{"prompt": "' + b"x" * (9 << 20) + b'"}'), 413)
+    assert httpx.get(server.url + "/health").status_code == 200        # no key needed
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_a_disconnect_frees_the_slot(server):
+    body = {"prompt": "Count from one to a thousand: one, two,", "max_tokens": 900, "stream": True,
+            "logit_bias": {"0": -100, "2": -100}}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as response:
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+        assert server.metric("requests_processing") == 1
+    deadline = time.time() + 5
+    while server.metric("requests_processing") and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.metric("requests_processing") == 0
+    generated = server.metric("tokens_predicted_total")
+    time.sleep(0.5)
+    assert server.metric("tokens_predicted_total") == generated     # nothing runs for the gone client
+
+
+def test_full_queue_answers_503_with_retry_after(smollm2_path):
+    server = Server(smollm2_path, "-np", "1", "--queue", "0", "-c", "2048")
+    try:
+        body = {"prompt": "Once upon a time", "max_tokens": 400, "stream": True, "logit_bias": {"0": -100, "2": -100}}
+        with httpx.stream("POST", server.url + "/v1/completions", json=body) as response:
+            first = next(response.iter_lines())
+            assert first.startswith("data: ") and '"finish_reason": null' in first, first
+            assert server.metric("requests_processing") == 1
+            busy = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+            assert "busy" in busy.json()["error"]["message"]
+        time.sleep(0.5)
+        assert httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_gemma_chat_equals_llama(gemma3_path):
+    llm = Llama(model_path=str(gemma3_path), n_ctx=2048, verbose=False)
+    expected = llm.create_chat_completion(MESSAGES, **SAMPLING)["choices"][0]["message"]["content"]
+    server = Server(gemma3_path, "-np", "2", "-c", "4096")
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        reply = client.chat.completions.create(model="gemma", messages=MESSAGES, **SAMPLING)
+        assert reply.choices[0].message.content == expected
+    finally:
+        server.stop()
+
+
+def test_a_file_that_fails_to_load_is_reported(tmp_path):
+    """The model loads in the background: /health and requests say why it failed (500), with no traceback."""
+    from starlette.testclient import TestClient
+
+    from runtime.server import ServerConfig, create_app
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    app = create_app(ServerConfig(model_path=str(bad)))
+    app.state.server.wait_loaded(timeout=30)
+    with TestClient(app) as test_client:
+        response = test_client.get("/health")
+        assert response.status_code == 500 and "failed to load" in response.json()["error"]["message"]
+        assert test_client.post("/v1/completions", json={"prompt": "Hi"}).status_code == 500

@@ -6,8 +6,8 @@
 For each server and number of concurrent clients, every client streams one completion of -n tokens
 (end-of-generation tokens are banned with logit_bias so every stream has the same length) from its own
 prompt; the table gives aggregate generated tokens/s (all tokens, as the streams' usage counts them / wall
-time from the first request to the last token) and time to first token p50/p95 (to the first chunk with
-text: both servers hold back the pieces of a character split across tokens). llama-server comes from benchmarks/build_llama_cpp.sh (the
+time from the first request to the last token) and time to first token p50/p95 (to the first chunk: both
+servers send one per token, with empty text while a character split across tokens is incomplete). llama-server comes from benchmarks/build_llama_cpp.sh (the
 llama.cpp that llama-cpp-python 0.3.36 vendors, built for this CPU's family as bench_cpu_paths.py does; ~8 minutes the first time).
 --soak runs nibble alone: SOAK-CLIENTS clients streaming back to back for SOAK seconds; it reports failed
 requests and the server's RSS after warm-up and at the end.
@@ -98,7 +98,7 @@ async def stream_one(client, port, i, n_tokens, banned, seed):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if first is None and chunk.get("choices") and chunk["choices"][0].get("text"):
+            if first is None and chunk.get("choices"):
                 first = time.perf_counter() - started
             if chunk.get("usage"):
                 count = chunk["usage"]["completion_tokens"]

@@ -80,12 +80,12 @@ def _quantize_row(x, xq, xd, xs):
             xs[b, half] = total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def quantize_one(x, xq, xd, xs):
     _quantize_row(x, xq[0], xd[0], xs[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def quantize_many(xs_in, xq, xd, xs):
     for i in prange(xs_in.shape[0]):
         _quantize_row(xs_in[i], xq[i], xd[i], xs[i])
@@ -123,7 +123,7 @@ GROUP_WEIGHT_BYTES = 1 << 17    # prompt matmuls: tiles taken together, and acti
 CHUNK_X_BYTES = 1 << 18         # so that both stay in a core's L2 cache while they meet
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def matmul(kind, W, xq, xd, xs, out, n_threads=1):
     """W (tiles, records, record bytes) in tile format TILED[kind]; one x row is a matvec. Rows of x go
     through a tile X_ROWS_TOGETHER at a time (each weight vector unpacked once for all of them); two rows

@@ -247,7 +247,7 @@ class _Workspace:
         self.k, self.v = f32(n_batch, kv_width), f32(n_batch, kv_width)
         self.o = f32(n_batch, hp.n_embd)
         self.gate, self.up, self.act = f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff), f32(n_batch, hp.n_ff)
-        self.prepared = {}   # activation layouts for the matvec kernels, refilled every token
+        self.prepared = {}   # activation layouts for the kernels, refilled while the row count stays
 
 
 class Model:
@@ -341,8 +341,10 @@ class Model:
         """Several sequences in one pass over the weights: `batch` is [(tokens, cache), ...], each cache a
         different sequence's; each sequence's tokens run at its own next positions and are appended to its
         cache. Returns each sequence's last-token logits (n_vocab,). The rows of all sequences share every
-        matrix product, so n sequences decoding together read the weights once instead of n times; a row's
-        result does not depend on which other rows share its product."""
+        matrix product, so n sequences decoding together read the weights once instead of n times. On formats
+        whose matmul and matvec kernels add in the same order (Q4_0, Q4_1, Q5_x, Q8_0, IQ4) the logits equal
+        one sequence at a time bit for bit; K-quant matvecs apply the small scales as integers and matmuls as
+        floats, so there they differ in the last bits (as llama.cpp's batched results do)."""
         batch = [(self._checked(tokens, cache), cache) for tokens, cache in batch]
         if len({id(cache) for _, cache in batch}) != len(batch):
             raise ValueError("forward_batch needs one cache per sequence")
@@ -498,17 +500,16 @@ def _as_f32(cache_rows):
 
 def _project(x, scratch, *targets):
     """out = W @ x for each (W, out): matvec kernels for one row, else matmul. The input is laid out once
-    per activation layout and shared (q, k and v; gate and up); for one row `scratch` keeps those layouts
-    between calls (no allocation while generating; batches of every prompt length are not kept)."""
+    per activation layout and shared (q, k and v; gate and up); `scratch` keeps those layouts between calls,
+    refilled in place while the row count stays the same (every generation step, a server's steady decode)."""
     one = x.shape[0] == 1
-    layouts = scratch if one else {}
     fresh = set()
     for weight, out in targets:
         key = weight.activation_layout
         if key not in fresh:
-            layouts[key] = weight.prepare(x[0] if one else x, layouts.get(key))
+            scratch[key] = weight.prepare(x[0] if one else x, scratch.get(key))
             fresh.add(key)
         if one:
-            weight.matvec(x[0], out[0], layouts[key])
+            weight.matvec(x[0], out[0], scratch[key])
         else:
-            weight.matmul(x, out, layouts[key])
+            weight.matmul(x, out, scratch[key])

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import cpu_kernels as K
+
 DEFAULT_SEED = 0xFFFFFFFF   # llama.cpp's LLAMA_DEFAULT_SEED: pick a random seed
 
 
@@ -50,10 +52,8 @@ class Sampler:
             _apply_penalties(logits, list(history)[-p.penalty_last_n:], p)
         if p.temperature <= 0:
             return int(np.argmax(logits))
-        ids = _top_k(logits, p.top_k)
+        ids = K.top_k(logits, p.top_k) if 0 < p.top_k < logits.size else np.argsort(-logits, kind="stable")
         values = logits[ids].astype(np.float64)
-        order = np.argsort(-values, kind="stable")
-        ids, values = ids[order], values[order]
         probs = _softmax(values)
         if p.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
@@ -72,13 +72,6 @@ def _apply_penalties(logits, recent, p):
         value = logits[token]
         value = value / p.repeat_penalty if value > 0 else value * p.repeat_penalty
         logits[token] = value - count * p.frequency_penalty - p.presence_penalty
-
-
-def _top_k(logits, k):
-    n = logits.size
-    if k <= 0 or k >= n:
-        return np.arange(n)
-    return np.argpartition(-logits, k - 1)[:k]
 
 
 def _softmax(values):

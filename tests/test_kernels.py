@@ -282,3 +282,12 @@ def test_attention_gqa_window_and_ring_buffer(cache_dtype, window):
     ops.attention(q, k_cache, v_cache, q_pos, slot_pos, ctx, np.float32(dim ** -0.5), window, scores, out)
     ref = reference_attention(q, kr, vr, q_pos, slot_pos, ctx, dim ** -0.5, window)
     assert np.abs(out - ref).max() < 1e-5
+
+
+def test_top_k_is_a_stable_descending_sort_prefix():
+    rng = np.random.default_rng(5)
+    for k in (1, 2, 40, 100, 1000):
+        logits = rng.standard_normal(49152).astype(np.float32)
+        logits[rng.integers(0, logits.size, 200)] = 2.5      # ties: the lower index comes first
+        assert np.array_equal(cpu_kernels.top_k(logits, k), np.argsort(-logits, kind="stable")[:k])
+    assert np.array_equal(cpu_kernels.top_k(np.float32([1, 3, 2]), 10), [1, 2, 0])

@@ -58,6 +58,7 @@ class ServerState:
         self.model = self.template = None
         self.load_error: str | None = None
         self.started = time.time()
+        self._outbox = None
         self._loader = threading.Thread(target=self._load, name="nibble-load", daemon=True)
         self._loader.start()
 
@@ -79,6 +80,11 @@ class ServerState:
         except Exception as error:   # reported by /health and every request
             self.load_error = f"{type(error).__name__}: {error}"
 
+    def outbox(self, loop) -> "Outbox":
+        if self._outbox is None or self._outbox.loop is not loop:
+            self._outbox = Outbox(loop)
+        return self._outbox
+
     def wait_loaded(self, timeout=None):
         self._loader.join(timeout)
         return self.engine is not None
@@ -93,6 +99,29 @@ class ServerState:
     def close(self):
         if self.engine is not None:
             self.engine.close()
+
+
+class Outbox:
+    """Events from the engine's thread to the event loop, handed over in one wake-up per step: the first
+    event of a step schedules a flush, the others join it (one wake-up per event cost the engine thread
+    the GIL several times per step)."""
+
+    def __init__(self, loop):
+        self.loop, self.items, self.lock, self.scheduled = loop, [], threading.Lock(), False
+
+    def put(self, queue, event):
+        with self.lock:
+            self.items.append((queue, event))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self):
+        with self.lock:
+            items, self.items, self.scheduled = self.items, [], False
+        for queue, event in items:
+            queue.put_nowait(event)
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -229,10 +258,10 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None):
     if n_prompt >= n_ctx:
         raise BadRequest(f"the prompt ({n_prompt} tokens) does not fit the context of {n_ctx} tokens per slot "
                          "(with room for one generated token)", param="messages" if chat else "prompt")
-    loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
+    outbox = state.outbox(asyncio.get_running_loop())
     job = Job(prompt=tokens, sampling=req.sampling, max_tokens=completion_budget(n_ctx, n_prompt, req.max_tokens),
-              stop=req.stop, seed=req.seed, emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+              stop=req.stop, seed=req.seed, emit=lambda event: outbox.put(events, event))
     try:
         engine.submit(job)
     except QueueFull as error:

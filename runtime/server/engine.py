@@ -210,8 +210,7 @@ class Engine:
             self._free(slot)
             return
         slot.todo, slot.decoding = [token], True
-        if text:
-            job.emit(("text", text))
+        job.emit(("text", text))     # every token, even one whose text waits (a split character): as llama-server
 
 
 def _shared_prefix(a, b):

@@ -189,6 +189,8 @@ def main():
             print(f"soak {model.name}: {args.soak} s, {args.soak_clients} clients: {done} requests, "
                   f"{len(failures)} failed; RSS after warm-up {warm[0]:.0f} MB, max {max(warm):.0f} MB, "
                   f"end {warm[-1]:.0f} MB")
+            series = [(round(t - samples[0][0]), round(mb)) for t, mb in samples[::6]]
+            print(f"  RSS (s, MB) every 30 s: {series}")
             for failure in failures[:5]:
                 print("  ", failure)
             continue

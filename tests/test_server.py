@@ -246,3 +246,34 @@ def test_a_file_that_fails_to_load_is_reported(tmp_path):
         response = test_client.get("/health")
         assert response.status_code == 500 and "failed to load" in response.json()["error"]["message"]
         assert test_client.post("/v1/completions", json={"prompt": "Hi"}).status_code == 500
+
+
+def test_health_answers_503_while_the_model_loads(smollm2_path, monkeypatch):
+    """The server answers at once; until the model is loaded /health and requests say 503 with Retry-After."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    import runtime.server.app as app_module
+    from runtime.server import ServerConfig, create_app
+    release = threading.Event()
+
+    def slow_model(*args, **kwargs):
+        release.wait(60)
+        return app_module.Model.__wrapped__(*args, **kwargs)
+
+    slow_model.__wrapped__ = app_module.Model
+    monkeypatch.setattr(app_module, "Model", slow_model)
+    app = create_app(ServerConfig(model_path=str(smollm2_path), n_slots=1, n_ctx=256))
+    with TestClient(app) as test_client:
+        response = test_client.get("/health")
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "loading" in response.json()["error"]["message"]
+        busy = test_client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1})
+        assert busy.status_code == 503
+        release.set()
+        assert app.state.server.wait_loaded(timeout=120)
+        assert test_client.get("/health").json()["status"] == "ok"
+        reply = test_client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 3, "temperature": 0,
+                                                           "logit_bias": {"0": -100, "2": -100}})
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 3

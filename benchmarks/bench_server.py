@@ -3,7 +3,8 @@
     python benchmarks/bench_server.py [-m MODEL ...] [-t 2] [-np 8] [--clients 1,4,8,16] [-n 128]
     python benchmarks/bench_server.py --soak 300 [--soak-clients 32]
 
-For each server and number of concurrent clients, every client streams one completion of -n tokens
+Both servers run at once (idle while the other is measured) and take turns, --rounds times per number of
+clients; the table gives the means. For each server and number of concurrent clients, every client streams one completion of -n tokens
 (end-of-generation tokens are banned with logit_bias so every stream has the same length) from its own
 prompt; the table gives aggregate generated tokens/s (all tokens, as the streams' usage counts them / wall
 time from the first request to the last token) and time to first token p50/p95 (to the first chunk: both
@@ -70,6 +71,16 @@ def start(kind, model, threads, slots, ctx, port):
     command = [str(binary), "-m", str(model), "-t", str(threads), "-np", str(slots), "-c", str(ctx),
                "--host", "127.0.0.1", "--port", str(port)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(process):
+    """SIGTERM, then SIGKILL: llama-server sometimes sat in its shutdown for minutes."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_ready(process, port, timeout=600):
@@ -159,6 +170,7 @@ def main():
     parser.add_argument("-np", "--parallel", type=int, default=8, help="slots of both servers (default: 8)")
     parser.add_argument("--clients", default="1,4,8,16")
     parser.add_argument("-n", "--n-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per server and client count (mean)")
     parser.add_argument("--ctx-per-slot", type=int, default=512)
     parser.add_argument("--servers", default="nibble,llama-server")
     parser.add_argument("--soak", type=int, default=0, help="seconds of soak test (nibble only)")
@@ -183,8 +195,7 @@ def main():
                 done, failures, samples = asyncio.run(soak(port, args.soak, args.soak_clients, args.n_tokens,
                                                            banned, process.pid))
             finally:
-                process.terminate()
-                process.wait()
+                stop(process)
             warm = [mb for t, mb in samples if t - samples[0][0] >= 30] or [samples[-1][1]]
             print(f"soak {model.name}: {args.soak} s, {args.soak_clients} clients: {done} requests, "
                   f"{len(failures)} failed; RSS after warm-up {warm[0]:.0f} MB, max {max(warm):.0f} MB, "
@@ -194,21 +205,24 @@ def main():
             for failure in failures[:5]:
                 print("  ", failure)
             continue
-        results = {}
-        for kind in servers:
-            port = free_port()
-            process = start(kind, model, args.threads, args.parallel, ctx, port)
-            try:
-                wait_ready(process, port)
-                asyncio.run(run_clients(port, 2, 8, banned, 0))      # warm up (and compile, for nibble)
-                for n in clients:
-                    results[kind, n] = asyncio.run(run_clients(port, n, args.n_tokens, banned, 1))
-                    r = results[kind, n]
-                    print(f"  {kind:12s} {n:3d} clients: {r['tps']:7.1f} tok/s  ttft p50 {r['ttft_p50']:.2f} s "
-                          f"p95 {r['ttft_p95']:.2f} s", file=sys.stderr, flush=True)
-            finally:
-                process.terminate()
-                process.wait()
+        ports = {kind: free_port() for kind in servers}
+        processes = {kind: start(kind, model, args.threads, args.parallel, ctx, ports[kind]) for kind in servers}
+        runs = {}
+        try:
+            for kind in servers:
+                wait_ready(processes[kind], ports[kind])
+                asyncio.run(run_clients(ports[kind], 2, 8, banned, 0))      # warm up (and compile, for nibble)
+            for n in clients:              # the servers take turns, so a change in the machine's speed hits both
+                for _ in range(args.rounds):
+                    for kind in servers:
+                        r = asyncio.run(run_clients(ports[kind], n, args.n_tokens, banned, 1))
+                        runs.setdefault((kind, n), []).append(r)
+                        print(f"  {kind:12s} {n:3d} clients: {r['tps']:7.1f} tok/s  ttft p50 {r['ttft_p50']:.2f} s "
+                              f"p95 {r['ttft_p95']:.2f} s", file=sys.stderr, flush=True)
+        finally:
+            for process in processes.values():
+                stop(process)
+        results = {key: {field: statistics.mean(r[field] for r in rs) for field in rs[0]} for key, rs in runs.items()}
         print(f"\n{model.name}\n")
         print("| clients | " + " | ".join(f"{k} tok/s | {k} TTFT p50 / p95 (s)" for k in servers) +
               (" | nibble / llama-server tok/s |" if len(servers) == 2 else " |"))

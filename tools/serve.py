@@ -13,6 +13,7 @@ Examples:
 """
 import sys
 
+import cpu_kernels
 from runtime import DEFAULT_MODEL, resolve_model
 
 from .model_args import say_if_compiling
@@ -51,6 +52,7 @@ def main(args):
                          f"for {args.parallel} slots")
     if args.chat_template:
         open(args.chat_template, encoding="utf-8").close()     # a missing file: one line now, not at load
+    cpu_kernels.set_threads(args.threads)                      # too many threads: the same
     import uvicorn
 
     from runtime.server import ServerConfig, create_app

@@ -348,6 +348,8 @@ class Model:
         batch = [(self._checked(tokens, cache), cache) for tokens, cache in batch]
         if len({id(cache) for _, cache in batch}) != len(batch):
             raise ValueError("forward_batch needs one cache per sequence")
+        if any(tokens.size > cache.max_batch for tokens, cache in batch):
+            raise ValueError("forward_batch takes at most a cache's max_batch tokens per sequence")
         return self._forward_rows(batch, all_logits=False)
 
     def _checked(self, tokens, cache):

@@ -113,3 +113,33 @@ def test_tile_cache_maps_the_packed_tiles_on_the_second_load(smollm2_path, tmp_p
     assert third.layers[-1].down.tiles.flags.owndata
     assert np.array_equal(third.forward(tokens, third.new_cache(16)), expected)
     assert tile_cache.load(smollm2_path) is not None
+
+
+@pytest.mark.parametrize("model_name", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_forward_batch_equals_one_sequence_at_a_time(model_name):
+    """Sequences of different lengths in one forward (prompts, then decode steps together) give each
+    sequence's own logits: bit for bit where matmul and matvec add alike (SmolLM2's Q4_1), within rounding
+    on K-quants (Gemma; the same greedy tokens)."""
+    from runtime import resolve_model
+    model = Model(resolve_model(model_name))
+    prompts = [TOKENS[:5], TOKENS[:11], TOKENS[:1], TOKENS * 3]
+    expected = []
+    for prompt in prompts:
+        cache = model.new_cache(128)
+        steps = [model.forward(prompt, cache)]
+        for _ in range(4):
+            steps.append(model.forward([int(np.argmax(steps[-1]))], cache))
+        expected.append(steps)
+    caches = model.new_caches(len(prompts), 128)
+    got = [[logits] for logits in model.forward_batch(list(zip(prompts, caches)))]
+    for _ in range(4):
+        for seq, logits in zip(got, model.forward_batch([([int(np.argmax(g[-1]))], c) for g, c in zip(got, caches)])):
+            seq.append(logits)
+    for want, have in zip(expected, got):
+        assert [int(np.argmax(x)) for x in want] == [int(np.argmax(x)) for x in have]
+        if model_name.startswith("smollm2"):
+            assert all(np.array_equal(a, b) for a, b in zip(want, have))
+        else:
+            assert max(float(np.abs(a - b).max()) for a, b in zip(want, have)) < 0.2
+    with pytest.raises(ValueError, match="one cache per sequence"):
+        model.forward_batch([([1], caches[0]), ([2], caches[0])])

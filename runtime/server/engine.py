@@ -171,7 +171,7 @@ class Engine:
         decoding = [s for s in self.slots if s.job is not None and s.decoding]
         reading = sorted((s for s in self.slots if s.job is not None and not s.decoding),
                          key=lambda s: s.job.queued_at)
-        budget = max(self.n_batch - len(decoding), 16)
+        budget = max(self.n_batch - len(decoding), min(16, self.n_batch))   # prompts always move on
         batch = [(s, s.todo) for s in decoding]
         for slot in reading:
             if budget <= 0:

@@ -209,7 +209,8 @@ def test_full_queue_answers_503_with_retry_after(smollm2_path):
     try:
         body = {"prompt": "Once upon a time", "max_tokens": 400, "stream": True, "logit_bias": {"0": -100, "2": -100}}
         with httpx.stream("POST", server.url + "/v1/completions", json=body) as response:
-            first = next(response.iter_lines())
+            lines = response.iter_lines()      # kept: a dropped iterator closes the connection
+            first = next(lines)
             assert first.startswith("data: ") and '"finish_reason": null' in first, first
             assert server.metric("requests_processing") == 1
             busy = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})

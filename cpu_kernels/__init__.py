@@ -46,7 +46,7 @@ def kernels_compiled():
 
 from .bandwidth import read_bandwidth
 from .layout import InterleavedX, deinterleave, interleave
-from .ops import (add, add_rms_norm, apply_rope, attention, attention_seqs, gelu_tanh_mul, masked_softmax, rms_norm,
+from .ops import (add, add_rms_norm, apply_rope, attention_seqs, gelu_tanh_mul, masked_softmax, rms_norm,
                   rope_angles, silu_mul, softmax, store_kv, top_k)
 from .weights import KERNELS, KernelFormat, PackedWeight, map_threads
 
@@ -73,4 +73,4 @@ def set_threads(n_threads=None):
 
 __all__ = ["kernels_compiled", "KERNELS", "KernelFormat", "PackedWeight", "InterleavedX", "interleave", "deinterleave",
            "set_threads", "rms_norm", "add_rms_norm", "add", "rope_angles", "apply_rope", "softmax",
-           "silu_mul", "gelu_tanh_mul", "store_kv", "attention", "attention_seqs", "top_k", "masked_softmax", "map_threads", "read_bandwidth"]
+           "silu_mul", "gelu_tanh_mul", "store_kv", "attention_seqs", "top_k", "masked_softmax", "map_threads", "read_bandwidth"]

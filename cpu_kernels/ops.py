@@ -293,32 +293,15 @@ def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window,
 
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def attention(q, k_cache, v_cache, q_pos, slot_pos, n_slots, scale, window, scores, out):
-    """Causal grouped-query attention over a KV cache.
-
-    q (n_tokens, n_heads, head_dim); k_cache, v_cache (n_kv_heads, n_ctx, head_dim);
-    q_pos (n_tokens,) positions of the queries; slot_pos (n_ctx,) the position held by
-    each cache slot (so a sliding-window ring buffer works like a linear cache); the
-    first n_slots slots are filled. A query at p sees slots at positions p' <= p and,
-    when window > 0, p - p' < window. scores: scratch (n_tokens * n_heads, n_ctx).
-    out (n_tokens, n_heads, head_dim)."""
-    n_tokens, n_heads, head_dim = q.shape
-    group = n_heads // k_cache.shape[0]
-    for job in prange(n_tokens * n_heads):
-        t = job // n_heads
-        h = job % n_heads
-        _attend_head(q[t, h], k_cache, v_cache, h // group, q_pos[t], slot_pos, n_slots, scale, window, scores[job],
-                     out[t, h])
-
-
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def attention_seqs(q, k_pool, v_pool, rows, seqs, q_pos, slot_pos, n_slots, new_k, new_v, slots, scale, window,
                    scores, out):
-    """One generated token for each of several sequences whose caches share a pool, in one call (a
-    server's decode step): row rows[j] of q, new_k, new_v belongs to sequence seqs[j] at position q_pos[j].
-    Stores its k and v in slot slots[j] of that sequence's cache k_pool[seqs[j]] (n_kv_heads, n_ctx,
-    head_dim), then attends as `attention` does over the first n_slots[j] slots, which hold the positions
-    slot_pos[seqs[j]]. scores: scratch (len(rows) * n_heads, n_ctx)."""
+    """Causal grouped-query attention for one generated token of each of several sequences whose caches
+    share a pool, in one call (generation; a server's decode step): row rows[j] of q (n_rows, n_heads,
+    head_dim), new_k, new_v belongs to sequence seqs[j] at position q_pos[j]. Stores its k and v in slot
+    slots[j] of that sequence's cache k_pool[seqs[j]] (n_kv_heads, n_ctx, head_dim; float32 or float16
+    bits), then attends over its first n_slots[j] slots, which hold the positions slot_pos[seqs[j]] (so a
+    sliding-window ring buffer works like a linear cache): a query at p sees slots at p' <= p and, when
+    window > 0, p - p' < window. scores: scratch (len(rows) * n_heads, n_ctx); out like q."""
     n_heads = q.shape[1]
     group = n_heads // k_pool.shape[1]
     for j in prange(rows.size):

@@ -472,7 +472,7 @@ def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, ou
     see (causal: about half of the products of the whole square).
 
     q (n, n_head, head_dim); caches (n_head_kv, n_slots, head_dim), float32 or float16 bits; the
-    same masking as cpu_kernels.attention: a query at p sees slots at p' <= p (and p - p' < window)."""
+    same masking as cpu_kernels.attention_seqs: a query at p sees slots at p' <= p (and p - p' < window)."""
     n, n_head, head_dim = q.shape
     n_kv = k_cache.shape[0]
     group = n_head // n_kv

@@ -14,7 +14,7 @@ import cpu_kernels as K
 from . import model as model_module
 
 KERNEL_OPS = {"rms_norm": "norm", "add_rms_norm": "add + norm", "apply_rope": "rope", "store_kv": "kv store",
-              "attention": "attention", "attention_seqs": "attention"}   # generation: kv store and attention in one
+              "attention_seqs": "attention"}   # generation: the kv store and attention in one kernel
 WEIGHT_LABELS = {"wq": "q", "wk": "k", "wv": "v", "wo": "attn_output", "gate": "gate", "up": "up", "down": "down"}
 
 

@@ -276,10 +276,17 @@ def test_attention_gqa_window_and_ring_buffer(cache_dtype, window):
     vr = (v_cache.view(np.float16) if storage == np.uint16 else v_cache).astype(np.float64)
     if storage == np.uint16:
         assert np.array_equal(kr[:, slots].transpose(1, 0, 2), k.astype(np.float16).astype(np.float64))
-    q_pos = np.array([24, 27, 30, 31], np.int32)
+    q_pos = np.array([24, 27, 30, 31], np.int64)
+    # each query is the newest token of its own sequence; the sequences' caches (a pool) hold the same
+    # keys and values, and each query stores its own k, v again in the slot of its position
+    seqs = np.arange(n)
+    k_pool, v_pool = np.stack([k_cache] * n), np.stack([v_cache] * n)
+    mine = q_pos - 20
     scores = np.empty((n * heads, ctx), np.float32)
     out = np.empty_like(q)
-    ops.attention(q, k_cache, v_cache, q_pos, slot_pos, ctx, np.float32(dim ** -0.5), window, scores, out)
+    ops.attention_seqs(q, k_pool, v_pool, seqs, seqs, q_pos, np.stack([slot_pos] * n).astype(np.int64), np.full(n, ctx), k[mine],
+                       v[mine], slots[mine], np.float32(dim ** -0.5), window, scores, out)
+    assert all(np.array_equal(k_pool[j], k_cache) and np.array_equal(v_pool[j], v_cache) for j in seqs)
     ref = reference_attention(q, kr, vr, q_pos, slot_pos, ctx, dim ** -0.5, window)
     assert np.abs(out - ref).max() < 1e-5
 

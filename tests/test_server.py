@@ -170,6 +170,8 @@ def test_errors_in_openai_shape(server):
     assert "temperature" in _error(post("/v1/chat/completions", json.dumps(
         {"messages": MESSAGES, "temperature": "hot"}).encode()), 400)
     assert "prompt" in _error(post("/v1/completions", b'{"prompt": 5}'), 400)
+    assert "logit_bias" in _error(post("/v1/completions", b'{"prompt": "Hi", "logit_bias": {"abc": 1}}'), 400)
+    assert "logit_bias" in _error(post("/v1/completions", b'{"prompt": "Hi", "logit_bias": {"999999": 1}}'), 400)
     message = _error(post("/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 5000}).encode()), 400)
     assert "5000" in message and str(CTX_PER_SLOT) in message
     long_prompt = "word " * (CTX_PER_SLOT + 10)

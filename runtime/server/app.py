@@ -249,7 +249,9 @@ async def completions(request):
 
 
 async def _generate(request, state, engine, req, tokens, chat, echo=None):
-    n_prompt, n_ctx = len(tokens), engine.n_ctx
+    n_prompt, n_ctx, n_vocab = len(tokens), engine.n_ctx, state.model.hp.n_vocab
+    if any(t >= n_vocab for t in req.sampling.logit_bias):
+        raise BadRequest(f"'logit_bias' keys must be token ids in 0..{n_vocab - 1}", param="logit_bias")
     if n_prompt == 0:
         raise BadRequest("the prompt is empty", param="prompt")
     if req.max_tokens and n_prompt + req.max_tokens > n_ctx:

@@ -194,7 +194,12 @@ class Engine:
             slot.tokens.extend(piece)
             del slot.todo[:len(piece)]
             if not slot.todo:
-                self._sample(slot, row)
+                try:
+                    self._sample(slot, row)
+                except Exception as error:   # one request's sampling fails: that request ends, not the step
+                    self.stats["errors"] += 1
+                    slot.job.emit(("error", f"sampling failed: {error}"))
+                    self._free(slot)
 
     def _sample(self, slot, logits):
         job, params = slot.job, slot.job.sampling

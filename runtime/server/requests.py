@@ -56,7 +56,7 @@ def _stop(value):
 
 
 def _bias(value):
-    return isinstance(value, dict) and all(_number(v) for v in value.values())
+    return isinstance(value, dict) and all(str(k).isdigit() and _number(v) for k, v in value.items())
 
 
 def _prompt(value):
@@ -131,7 +131,7 @@ def parse(body, table) -> GenerationRequest:
             penalty_last_n=max(0, values["repeat_last_n"]),
             logit_bias={int(k): float(v) for k, v in (values["logit_bias"] or {}).items()}).check()
     except ValueError as error:
-        raise BadRequest(f"{error}" if "logit_bias" not in str(error) else "logit_bias keys must be token ids")
+        raise BadRequest(str(error)) from None
     max_tokens = values["max_completion_tokens"] if values["max_tokens"] is None else values["max_tokens"]
     if max_tokens is not None and max_tokens < 0:
         raise BadRequest(f"'max_tokens' must not be negative, got {max_tokens}", param="max_tokens")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import numpy as np
+
 from .chat_template import ChatTemplate
 from .tokenizer import Tokenizer
 
@@ -18,6 +20,13 @@ def completion_budget(n_ctx: int, n_prompt: int, max_tokens: int | None) -> int:
     context, which holds the prompt and the completion together."""
     room = n_ctx - n_prompt
     return room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
+
+
+def shared_prefix(cached, prompt) -> int:
+    """How many leading tokens `prompt` shares with the tokens already in a cache (evaluated once, reused)."""
+    n = min(len(cached), len(prompt))
+    same = np.asarray(cached[:n]) == np.asarray(prompt[:n])
+    return n if same.all() else int(np.argmin(same))
 
 
 def stop_list(stop) -> list[str]:

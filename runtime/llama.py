@@ -15,7 +15,7 @@ import numpy as np
 
 from .chat_template import ChatTemplate
 from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
-                         completion_chunk, completion_response, new_meta, text_prompt_tokens)
+                         completion_chunk, completion_response, new_meta, shared_prefix, text_prompt_tokens)
 from .model import Model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
 
@@ -147,9 +147,7 @@ class Llama:
     def _evaluate_prompt(self, tokens):
         """Reuse the longest cached prefix (keeping at least one token to evaluate), evaluate the rest."""
         self._check_prompt_fits(tokens)
-        cached, wanted = self.input_ids, np.asarray(tokens, np.int64)
-        common = int(np.argmin(np.append(cached[: len(wanted)] == wanted[: len(cached)], False)))
-        self._cache.truncate(min(common, len(tokens) - 1))
+        self._cache.truncate(min(shared_prefix(self.input_ids, tokens), len(tokens) - 1))
         self.eval(tokens[self.n_tokens:])
 
     def generate(self, tokens, sampling: SamplingParams, seed=None) -> Iterator[int]:

@@ -19,7 +19,7 @@ import numpy as np
 
 import cpu_kernels as K
 
-from ..completion import TextStream
+from ..completion import TextStream, shared_prefix
 from ..model import Model
 from ..sampling import Sampler, SamplingParams
 
@@ -55,9 +55,10 @@ class Slot:
         self.sampler = self.stream = None
         self.last_used = 0.0
 
-    def start(self, job, tokenizer):
-        """Take `job`: keep the cached prefix it shares (at least one token is left to evaluate)."""
-        kept = self.cache.truncate(min(_shared_prefix(self.tokens, job.prompt), len(job.prompt) - 1))
+    def start(self, job, tokenizer, shared):
+        """Take `job`, whose prompt shares `shared` leading tokens with the cache: keep them (at least one
+        token is left to evaluate)."""
+        kept = self.cache.truncate(min(shared, len(job.prompt) - 1))
         del self.tokens[kept:]
         self.job, self.todo, self.decoding = job, list(job.prompt[kept:]), False
         self.sampler = Sampler(job.sampling, job.seed)
@@ -149,8 +150,9 @@ class Engine:
             if not free:
                 return
             self.waiting.popleft()
-            slot = max(free, key=lambda s: (_shared_prefix(s.tokens, job.prompt), -s.last_used))
-            kept = slot.start(job, self.model.tokenizer)
+            shared, _, slot = max(((shared_prefix(s.tokens, job.prompt), -s.last_used, s) for s in free),
+                                  key=lambda choice: choice[:2])
+            kept = slot.start(job, self.model.tokenizer, shared)
             self.stats["cached_tokens"] += kept
 
     def _drop_cancelled(self):
@@ -217,10 +219,3 @@ class Engine:
         slot.todo, slot.decoding = [token], True
         job.emit(("text", text))     # every token, even one whose text waits (a split character): as llama-server
 
-
-def _shared_prefix(a, b):
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    same = np.asarray(a[:n]) == np.asarray(b[:n])
-    return n if same.all() else int(np.argmin(same))

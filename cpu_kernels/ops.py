@@ -72,6 +72,48 @@ def add_rms_norm(residual, delta, weight, eps, out):
 
 
 @rowwise
+def layer_norm(x, weight, bias, eps, out):
+    """x (n, d) -> out (n, d) = (x - mean) / sqrt(var + eps) * weight + bias (BERT's LayerNorm); sums in
+    float64 as ggml's norm. out may be x."""
+    n, d = x.shape
+    for t in prange(n):
+        row = x[t]
+        total = 0.0
+        for i in range(d):
+            total += row[i]
+        mean = total / d
+        squares = 0.0
+        for i in range(d):
+            centred = row[i] - mean
+            squares += centred * centred
+        scale = 1.0 / np.sqrt(squares / d + eps)
+        for i in range(d):
+            out[t, i] = F32((row[i] - mean) * scale) * weight[i] + bias[i]
+
+
+@rowwise
+def add_layer_norm(residual, delta, weight, bias, eps):
+    """Fused post-norm: residual = layer_norm(residual + delta) in place (BERT after attention and after
+    the feed-forward)."""
+    n, d = residual.shape
+    for t in prange(n):
+        row = residual[t]
+        total = 0.0
+        for i in range(d):
+            v = row[i] + delta[t, i]
+            row[i] = v
+            total += v
+        mean = total / d
+        squares = 0.0
+        for i in range(d):
+            centred = row[i] - mean
+            squares += centred * centred
+        scale = 1.0 / np.sqrt(squares / d + eps)
+        for i in range(d):
+            row[i] = F32((row[i] - mean) * scale) * weight[i] + bias[i]
+
+
+@rowwise
 def add(x, delta):
     """x += delta, for (n, d) arrays."""
     n, d = x.shape
@@ -219,6 +261,38 @@ def gelu_tanh_mul(gate, up, out):
             out[t, i] = g * sigmoid(F32(2.0) * inner) * up[t, i]      # 0.5 (1 + tanh(z)) = sigmoid(2 z)
 
 
+# erf(x) for float32 as Eigen's generic_fast_erf_float: a rational function of x on [-4, 4] (within a few
+# ulp; erf is +-1 in float32 beyond). math.erf would be one libm call per element; this vectorizes.
+ERF_ALPHA = tuple(F32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                                   -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                                   -1.60960333262415e-02))
+ERF_BETA = tuple(F32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                                  -7.37332916720468e-03, -1.42647390514189e-02))
+A0, A1, A2, A3, A4, A5, A6 = ERF_ALPHA
+B0, B1, B2, B3, B4 = ERF_BETA
+SQRT_HALF = F32(math.sqrt(0.5))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def erf(x):
+    x = min(max(x, F32(-4.0)), F32(4.0))
+    x2 = x * x
+    p = (((((A0 * x2 + A1) * x2 + A2) * x2 + A3) * x2 + A4) * x2 + A5) * x2 + A6
+    q = (((B0 * x2 + B1) * x2 + B2) * x2 + B3) * x2 + B4
+    return x * p / q
+
+
+@rowwise
+def add_bias_gelu(x, bias):
+    """x = gelu(x + bias) in place, for (n, d) x: the exact (erf) GELU of BERT's feed-forward, as PyTorch's
+    nn.GELU() (ggml's ggml_gelu is the tanh approximation, looked up in float16)."""
+    n, d = x.shape
+    for t in prange(n):
+        for i in range(d):
+            v = x[t, i] + bias[i]
+            x[t, i] = F32(0.5) * v * (F32(1.0) + erf(v * SQRT_HALF))
+
+
 # ---------------------------------------------------------------- KV cache and attention
 
 def _to_f32(v):
@@ -313,6 +387,37 @@ def attention_seqs(q, k_pool, v_pool, rows, seqs, q_pos, slot_pos, n_slots, new_
         seq = seqs[j]
         _attend_head(q[rows[j], h], k_pool[seq], v_pool[seq], h // group, q_pos[j], slot_pos[seq], n_slots[j], scale,
                      window, scores[job], out[rows[j], h])
+
+
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def attention_bidirectional(q, k, v, starts, scale, out):
+    """Attention within each of several sequences packed one after another (an encoder's batch): rows
+    starts[s]..starts[s + 1] of q, k, v (n, n_heads, head_dim) are sequence s, and each of its queries sees
+    all of its keys, none of the other sequences'. out like q. One job per sequence and head."""
+    n_heads, head_dim = q.shape[1], q.shape[2]
+    group = n_heads // k.shape[1]
+    n_seqs = starts.size - 1
+    for job in prange(n_seqs * n_heads):
+        s = job // n_heads
+        h = job % n_heads
+        kvh = h // group
+        first, stop = starts[s], starts[s + 1]
+        row = np.empty(stop - first, np.float32)
+        for i in range(first, stop):
+            qv = q[i, h]
+            for j in range(first, stop):
+                dot = F32(0.0)
+                for c in range(head_dim):
+                    dot += qv[c] * k[j, kvh, c]
+                row[j - first] = dot * scale
+            softmax_inplace(row, row.size)
+            o = out[i, h]
+            for c in range(head_dim):
+                o[c] = 0.0
+            for j in range(first, stop):
+                w = row[j - first]
+                for c in range(head_dim):
+                    o[c] += w * v[j, kvh, c]
 
 
 # ---------------------------------------------------------------- sampling

@@ -3,8 +3,8 @@ import cpu_kernels  # noqa: F401  first, so that a kernel path picked by NIBBLE_
 from .chat_template import ChatTemplate, ChatTemplateError
 from .llama import ContextFullError, Llama
 from .model import Model, ModelError
-from .registry import DEFAULT_MODEL, KNOWN_MODELS, ModelNotFound, pull, resolve_model
+from .registry import DEFAULT_MODEL, KNOWN_MODELS, ModelNotFound, pull, resolve_model, source_folder
 from .tokenizer import IncrementalDecoder, Tokenizer, TokenizerError
 
 __all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "ChatTemplate", "ChatTemplateError", "ContextFullError", "Llama", "Model", "ModelError", "IncrementalDecoder", "ModelNotFound", "Tokenizer",
-           "TokenizerError", "pull", "resolve_model"]
+           "TokenizerError", "pull", "resolve_model", "source_folder"]

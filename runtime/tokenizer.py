@@ -1,10 +1,13 @@
 """Tokenizers built from GGUF metadata alone (`tokenizer.ggml.*`), giving llama.cpp's token ids.
 
-Two vocabulary kinds, as llama.cpp has them:
+Three vocabulary kinds, as llama.cpp has them:
 - `gpt2`: byte-level BPE. Text is split into words by the pre-tokenizer named in `tokenizer.ggml.pre`
   (runtime/pretokenize.py), each word is mapped to byte-level characters and merged by merge rank.
 - `llama`: SentencePiece-style. Spaces become "▁" and adjacent pieces merge by token score; characters
   without a token fall back to `<0xNN>` byte tokens.
+- `bert`: WordPiece (llama.cpp's WPM). Text is lowercased and stripped of accents as the metadata says,
+  split at whitespace and around punctuation and CJK characters, and each word, behind a "▁", is cut into
+  the longest tokens from the left; a word with a piece no token covers becomes the unknown token.
 
 Before either, special tokens are cut out of the text the way llama.cpp does: user-defined tokens always,
 control and unknown tokens only with `parse_special`. Words are cached, so typical text costs one regex
@@ -15,9 +18,11 @@ from __future__ import annotations
 import codecs
 import heapq
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from gguf_io import open_gguf
 
@@ -37,7 +42,9 @@ EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftex
 _KIND_DEFAULTS = {
     "llama": dict(bos=1, eos=2, unk=0, add_bos=True, add_eos=False, add_space_prefix=True),
     "gpt2": dict(bos=11, eos=11, unk=None, add_bos=False, add_eos=False, add_space_prefix=False),
+    "bert": dict(bos=101, eos=None, unk=100, add_bos=True, add_eos=False, add_space_prefix=False),
 }
+BERT_SEP_DEFAULT = 102    # llama.cpp's WPM ends every text it adds special tokens to with this (or the file's sep)
 
 _WORD_CACHE_LIMIT = 200_000
 
@@ -123,6 +130,41 @@ def _longest_match_pattern(words) -> str:
     return emit(trie)
 
 
+# llama.cpp's whitespace set (unicode-data.cpp, from PropList.txt's White_Space) and its CJK ranges (WPM).
+_WHITESPACE = frozenset([*range(0x09, 0x0E), *range(0x2000, 0x200B), 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029,
+                         0x202F, 0x205F, 0x3000])
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+        (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_CONTROL = regex.compile(r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}]")
+_MARK, _PUNCTUATION, _SYMBOL = (regex.compile(rf"\p{{{c}}}") for c in "MPS")
+
+
+class _WordPieceTable(dict):
+    """str.translate table for WordPiece text, filled on demand, as llama.cpp's WPM preprocessing treats each
+    code point: accents stripped (NFD, keeping the first code point), whitespace -> " ", NUL, U+FFFD and
+    control characters dropped (and combining marks when stripping accents), lowercased (simple case
+    mapping), punctuation, ASCII symbols and CJK characters set apart as words of their own."""
+
+    def __init__(self, lowercase, strip_accents):
+        super().__init__()
+        self.lowercase, self.strip_accents = lowercase, strip_accents
+
+    def __missing__(self, cpt):
+        char = unicodedata.normalize("NFD", chr(cpt))[0] if self.strip_accents else chr(cpt)
+        code = ord(char)
+        if code in _WHITESPACE:
+            out = " "
+        elif code in (0, 0xFFFD) or _CONTROL.match(char) or (self.strip_accents and _MARK.match(char)):
+            out = ""
+        else:
+            out = char.lower()[0] if self.lowercase else char     # U+0130's full lowercase has two code points
+            if _PUNCTUATION.match(char) or (code < 0x7F and _SYMBOL.match(char)) or \
+                    any(a <= code <= b for a, b in _CJK):
+                out = f" {out} "
+        self[cpt] = out
+        return out
+
+
 class Tokenizer:
     """Text <-> token ids for one GGUF vocabulary, matching llama.cpp's `llama_tokenize`."""
 
@@ -163,6 +205,7 @@ class Tokenizer:
 
         self.bos_id = special("bos_token_id", defaults["bos"])
         self.eos_id = special("eos_token_id", defaults["eos"])
+        self.sep_id = special("seperator_token_id", BERT_SEP_DEFAULT if self.kind == "bert" else None)
         self.unk_id = special("unknown_token_id", defaults["unk"])
         self.pad_id = special("padding_token_id")
         self.eot_id = special("eot_token_id")
@@ -177,7 +220,15 @@ class Tokenizer:
         self._matchers: dict = {}
         self._pieces: dict = {}
         self._words: dict = {}
-        if self.kind == "gpt2":
+        if self.kind == "bert":
+            # llama.cpp's WPM adds [CLS] ... [SEP] whenever special tokens are added, whatever add_bos/add_eos say
+            self.add_bos, self.add_eos = True, False
+            lowercase = bool(get("tokenizer.ggml.normalizer.lowercase", True))
+            self._wordpiece_table = _WordPieceTable(lowercase, bool(get("tokenizer.ggml.normalizer.strip_accents",
+                                                                        lowercase)))
+            self._longest_token = max(map(len, self.tokens))
+            self._encode_text = self._encode_wpm
+        elif self.kind == "gpt2":
             merges = get("tokenizer.ggml.merges")
             if not merges:
                 raise TokenizerError("a gpt2 vocabulary needs tokenizer.ggml.merges; the file has none")
@@ -227,6 +278,8 @@ class Tokenizer:
                 previous_special = False
         if add_special and self.add_eos:
             ids.append(self.eos_id)
+        if add_special and self.kind == "bert":
+            ids.append(self.sep_id)
         return ids
 
     def _fragments(self, text, parse_special):
@@ -312,6 +365,29 @@ class Tokenizer:
                 ids.append(token_id)
             else:
                 ids.extend(self._byte_token(b) for b in symbol.encode("utf-8"))
+        return ids
+
+    def _encode_wpm(self, text, _previous_special, out):
+        words = self._words
+        for word in text.translate(self._wordpiece_table).split(" "):
+            if word:
+                ids = words.get(word)
+                if ids is None:
+                    ids = self._remember(word, self._wpm_word(word))
+                out.extend(ids)
+
+    def _wpm_word(self, word):
+        """Longest tokens first from the left of "▁word"; the unknown token if some piece has none."""
+        text, vocab, ids, start = SPACE_MARK + word, self.vocab, [], 0
+        while start < len(text):
+            for stop in range(min(len(text), start + self._longest_token), start, -1):
+                token_id = vocab.get(text[start:stop])
+                if token_id is not None:
+                    ids.append(token_id)
+                    start = stop
+                    break
+            else:
+                return [self.unk_id]
         return ids
 
     def _byte_token(self, byte):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -263,10 +264,10 @@ def test_health_answers_503_while_the_model_loads(smollm2_path, monkeypatch):
 
     def slow_model(*args, **kwargs):
         release.wait(60)
-        return app_module.Model.__wrapped__(*args, **kwargs)
+        return slow_model.__wrapped__(*args, **kwargs)
 
-    slow_model.__wrapped__ = app_module.Model
-    monkeypatch.setattr(app_module, "Model", slow_model)
+    slow_model.__wrapped__ = app_module.load_model
+    monkeypatch.setattr(app_module, "load_model", slow_model)
     app = create_app(ServerConfig(model_path=str(smollm2_path), n_slots=1, n_ctx=256))
     with TestClient(app) as test_client:
         response = test_client.get("/health")
@@ -280,3 +281,51 @@ def test_health_answers_503_while_the_model_loads(smollm2_path, monkeypatch):
         reply = test_client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 3, "temperature": 0,
                                                            "logit_bias": {"0": -100, "2": -100}})
         assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 3
+
+
+def test_embeddings_through_the_openai_client(tmp_path):
+    """/v1/embeddings on all-MiniLM-L6-v2: the vectors of Llama.embed, L2-normalized, as floats or base64 (what
+    the openai client asks for by default); generation routes refuse an encoder; bad inputs are 400s."""
+    import base64
+
+    from runtime import pull
+    path = pull("all-minilm-l6-v2")
+    texts = ["A cat sat on the mat.", "Dogs bark.", "Embeddings are vectors."]
+    expected = Llama(str(path), embedding=True, verbose=False).embed(texts, normalize=True)
+    server = Server(path, "--api-key", KEY)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+        response = client.embeddings.create(model="minilm", input=texts)          # base64 on the wire
+        assert [d.index for d in response.data] == [0, 1, 2] and response.model == "minilm"
+        assert np.allclose([d.embedding for d in response.data], expected, atol=1e-6)
+        n_tokens = sum(len(Llama(str(path), embedding=True, verbose=False).tokenize(t.encode())) for t in texts)
+        assert response.usage.prompt_tokens == response.usage.total_tokens == n_tokens
+        floats = httpx.post(server.url + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
+                            json={"input": texts[1], "encoding_format": "float"}).json()
+        assert np.allclose(floats["data"][0]["embedding"], expected[1], atol=1e-6)
+        raw = httpx.post(server.url + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
+                         json={"input": [texts[2]], "encoding_format": "base64"}).json()["data"][0]["embedding"]
+        assert np.allclose(np.frombuffer(base64.b64decode(raw), "<f4"), expected[2], atol=1e-6)
+        with pytest.raises(openai.BadRequestError, match="embeddings, not text"):
+            client.chat.completions.create(model="minilm", messages=MESSAGES)
+        with pytest.raises(openai.BadRequestError, match="at most 512"):
+            client.embeddings.create(model="minilm", input="word " * 600)
+        with pytest.raises(openai.BadRequestError, match="'input'"):
+            client.embeddings.create(model="minilm", input=[{"text": "no"}])
+    finally:
+        server.stop()
+
+
+def test_decoder_embeddings_need_a_pooling(server, smollm2_path):
+    error = httpx.post(server.url + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
+                       json={"input": "hello"})
+    assert error.status_code == 400 and "--pooling" in error.json()["error"]["message"]
+    pooled = Server(smollm2_path, "-np", "1", "--pooling", "last")
+    try:
+        got = httpx.post(pooled.url + "/v1/embeddings", json={"input": ["hello", "a cat"], "encoding_format": "float"})
+        expected = Llama(str(smollm2_path), embedding=True, pooling_type=3, verbose=False).embed(["hello", "a cat"],
+                                                                                               normalize=True)
+        assert got.status_code == 200
+        assert np.allclose([d["embedding"] for d in got.json()["data"]], expected, atol=1e-5)
+    finally:
+        pooled.stop()

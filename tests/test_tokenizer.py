@@ -115,5 +115,5 @@ def test_unsupported_vocabulary_is_one_clear_error():
     with pytest.raises(TokenizerError, match="pre-tokenizer 'nonsense'"):
         Tokenizer({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "nonsense",
                    "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": ["a a"]})
-    with pytest.raises(TokenizerError, match="'bert' is not supported"):
-        Tokenizer({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]})
+    with pytest.raises(TokenizerError, match="'t5' is not supported"):
+        Tokenizer({"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": ["a"]})

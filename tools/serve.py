@@ -1,4 +1,4 @@
-"""Serve a model over the OpenAI API (chat completions, completions, models), as llama-server does.
+"""Serve a model over the OpenAI API (chat completions, completions, embeddings, models), as llama-server does.
 
 Up to --parallel requests generate together in one pass over the weights per token (continuous
 batching); more wait in a queue of --queue requests, and past it get 503 with Retry-After. The context
@@ -8,6 +8,7 @@ background; /health answers 503 until it is ready.
 Examples:
   nibble serve                                   # SmolLM2 on http://127.0.0.1:8080
   nibble serve -m gemma3-270m -np 8 --port 9000
+  nibble serve -m all-minilm-l6-v2                # an embedding model: /v1/embeddings only
   curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hello!"}]}'
 """
@@ -15,6 +16,7 @@ import sys
 
 import cpu_kernels
 from runtime import DEFAULT_MODEL, resolve_model
+from runtime.embedding import POOLING_TYPES
 
 from .model_args import say_if_compiling
 
@@ -40,6 +42,8 @@ def setup_arg_parser(parser):
     parser.add_argument("--chat-template", metavar="FILE", default=None,
                         help="a Jinja chat template file to use instead of the model's")
     parser.add_argument("--alias", default=None, help="the model's name in responses (default: the file name)")
+    parser.add_argument("--pooling", choices=["mean", "cls", "last"], default=None,
+                        help="how /v1/embeddings pools a text's token vectors (default: what the model file says)")
 
 
 def main(args):
@@ -60,7 +64,8 @@ def main(args):
     say_if_compiling()
     config = ServerConfig(model_path=str(path), n_slots=args.parallel, n_ctx=args.ctx_size, n_threads=args.threads,
                           n_batch=args.batch_size, max_queue=args.queue, api_key=args.api_key,
-                          chat_template_file=args.chat_template, alias=args.alias)
+                          chat_template_file=args.chat_template, alias=args.alias,
+                          pooling=POOLING_TYPES[args.pooling or "unspecified"])
     app = create_app(config)
     print(f"nibble: serving {path.name} on http://{args.host}:{args.port}/v1 ({args.parallel} slots); "
           "the model loads in the background (/health says when it is ready)", file=sys.stderr, flush=True)

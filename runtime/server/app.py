@@ -1,14 +1,16 @@
 """The OpenAI-compatible HTTP API of `nibble serve`, on Starlette (run by uvicorn).
 
-Routes: POST /v1/chat/completions and /v1/completions (streamed as server-sent events or not), GET
-/v1/models, GET /health (503 while the model loads in the background), GET /metrics (Prometheus text),
-POST /tokenize and /detokenize (llama-server's shapes). Generation runs in the engine's thread
+Routes: POST /v1/chat/completions and /v1/completions (streamed as server-sent events or not), POST
+/v1/embeddings, GET /v1/models, GET /health (503 while the model loads in the background), GET /metrics
+(Prometheus text), POST /tokenize and /detokenize (llama-server's shapes). An encoder model (BERT) serves
+embeddings only. Generation runs in the engine's thread
 (engine.py); each request waits on an asyncio queue the engine feeds, and a watcher on the connection
 cancels the request's job when the client goes away.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
@@ -25,10 +27,11 @@ from starlette.routing import Route
 from ..chat_template import ChatTemplate, ChatTemplateError
 from ..completion import (chat_chunk, chat_prompt_tokens, chat_response, completion_budget, completion_chunk,
                           completion_response, new_meta, text_prompt_tokens, usage)
-from ..model import Model
-from .engine import Engine, Job, QueueFull
+from ..embedding import file_pooling
+from ..model import load_model
+from .engine import EmbeddingJob, Engine, Job, QueueFull
 from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, ApiError, BadRequest, NotFound, TooLarge, Unauthorized,
-                       Unavailable, chat_messages, parse)
+                       Unavailable, chat_messages, embedding_inputs, parse)
 
 PUBLIC_PATHS = ("/health", "/v1/health")
 
@@ -46,6 +49,7 @@ class ServerConfig:
     alias: str | None = None
     max_body_bytes: int = 8 << 20
     cache_type: str = "f16"
+    pooling: int = -1               # embeddings: llama.cpp's pooling enum; -1: the model file's
 
 
 class ServerState:
@@ -65,8 +69,11 @@ class ServerState:
     def _load(self):
         config = self.config
         try:
-            model = Model(config.model_path, n_threads=config.n_threads)
-            if config.chat_template_file:
+            model = load_model(config.model_path, n_threads=config.n_threads)
+            template = None
+            if model.is_encoder:
+                pass
+            elif config.chat_template_file:
                 source = Path(config.chat_template_file).read_text(encoding="utf-8")
                 template = ChatTemplate(source, name=config.chat_template_file)
             else:
@@ -74,6 +81,7 @@ class ServerState:
             per_slot = config.n_ctx // config.n_slots if config.n_ctx else 2048
             if model.hp.n_ctx_train:
                 per_slot = min(per_slot, model.hp.n_ctx_train)
+            self.pooling = config.pooling if config.pooling >= 0 else file_pooling(model)
             self.model, self.template = model, template
             self.engine = Engine(model, config.n_slots, per_slot, config.n_batch, config.max_queue,
                                  config.cache_type)
@@ -132,6 +140,7 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]), Route("/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/embeddings", embeddings, methods=["POST"]),
         Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
@@ -220,9 +229,17 @@ async def models(request):
                                                      "meta": meta}]})
 
 
+def _generating(state) -> Engine:
+    engine = state.ready()
+    if state.model.is_encoder:
+        raise BadRequest(f"{state.model_name} is an encoder ({state.model.arch_name}): it makes embeddings, not text; "
+                         "use /v1/embeddings")
+    return engine
+
+
 async def chat_completions(request):
     state = request.app.state.server
-    engine = state.ready()
+    engine = _generating(state)
     body = await _read_json(request, state.config.max_body_bytes)
     req = parse(body, CHAT_FIELDS)
     try:
@@ -234,7 +251,7 @@ async def chat_completions(request):
 
 async def completions(request):
     state = request.app.state.server
-    engine = state.ready()
+    engine = _generating(state)
     body = await _read_json(request, state.config.max_body_bytes)
     req = parse(body, COMPLETION_FIELDS)
     prompt = body["prompt"]
@@ -331,6 +348,40 @@ async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage):
         engine.cancel(job)
 
 
+async def embeddings(request):
+    """OpenAI's embeddings: each input's pooled, L2-normalized vector (as llama-server's), as floats or as
+    base64 of little-endian float32 (the openai client asks for base64)."""
+    state = request.app.state.server
+    engine = state.ready()
+    body = await _read_json(request, state.config.max_body_bytes)
+    model = state.model
+    limit = model.max_tokens if model.is_encoder else engine.n_ctx
+    inputs, encoding = embedding_inputs(body, model.tokenizer, model.hp.n_vocab, limit)
+    if state.pooling == 0:
+        raise BadRequest(f"{state.model_name} names no pooling, so its vectors are per token; start the server with "
+                         "--pooling mean, cls or last", param="input")
+    events: asyncio.Queue = asyncio.Queue()
+    outbox = state.outbox(asyncio.get_running_loop())
+    job = EmbeddingJob(inputs=inputs, pooling=state.pooling, emit=lambda event: outbox.put(events, event))
+    try:
+        engine.submit_embedding(job)
+    except QueueFull as error:
+        raise Unavailable(f"the server is busy: {error}; retry later", headers={"Retry-After": "1"}) from None
+    try:
+        event = await events.get()
+    finally:
+        job.cancelled = True
+    if event[0] == "error":
+        raise ApiError(event[1])
+    encode = ((lambda v: base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")) if encoding == "base64"
+              else (lambda v: v.tolist()))
+    n_tokens = sum(len(tokens) for tokens in inputs)
+    return JSONResponse({"object": "list", "model": body.get("model") or state.model_name,
+                         "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                                  for i, v in enumerate(event[1])],
+                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+
 async def _cancel_on_disconnect(request, engine, job):
     while True:
         message = await request.receive()
@@ -381,6 +432,8 @@ async def metrics(request):
         ("prompt_tokens_total", "counter", "prompt tokens evaluated", s["prompt_tokens"]),
         ("prompt_tokens_cached_total", "counter", "prompt tokens reused from a slot's cache", s["cached_tokens"]),
         ("tokens_predicted_total", "counter", "tokens generated", s["generated_tokens"]),
+        ("embedding_requests_total", "counter", "embedding requests accepted", s["embedding_requests"]),
+        ("embedding_tokens_total", "counter", "tokens embedded", s["embedding_tokens"]),
         ("prompt_tokens_seconds", "gauge", "prompt tokens per second of forward time",
          s["prompt_tokens"] / s["prompt_seconds"] if s["prompt_seconds"] else 0.0),
         ("predicted_tokens_seconds", "gauge", "generated tokens per second of forward time (all slots)",

@@ -6,6 +6,9 @@ served), runs them as one `Model.forward_batch`, samples each sequence's next to
 the request's event loop. A new request joins at the next step; a long prompt is read a piece per step, so
 running streams keep flowing. Each slot keeps its tokens in its cache after its request ends: a request
 goes to the free slot whose cache shares the longest prefix with its prompt and evaluates only the rest.
+
+Embedding requests run on the same thread between steps, one batch of at most `n_batch` tokens of texts
+at a time (an encoder model has no slots and serves embeddings only).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import cpu_kernels as K
 
 from ..completion import TextStream, shared_prefix
+from ..embedding import batches, normalize, pool
 from ..model import Model
 from ..sampling import Sampler, SamplingParams
 
@@ -41,6 +45,28 @@ class Job:
     seed: int | None = None
     cancelled: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class EmbeddingJob:
+    """One request's texts as token lists, pooled by `pooling` (llama.cpp's enum) and L2-normalized. `emit`
+    is called from the engine's thread with ("end", vectors) or ("error", message)."""
+    inputs: list[list[int]]
+    pooling: int
+    emit: Callable[[tuple], None]
+    cancelled: bool = False
+    vectors: list = field(default_factory=list)
+    pending: object = None          # the batches still to run
+
+    def run_next_batch(self, model, n_batch) -> bool:
+        """Embed the next batch of texts; True when every text is done."""
+        if self.pending is None:
+            self.pending = batches(self.inputs, n_batch)
+        batch = next(self.pending, None)
+        if batch is None:
+            return True
+        self.vectors += [normalize(pool(rows, self.pooling)) for rows in model.hidden_states(batch)]
+        return len(self.vectors) == len(self.inputs)
 
 
 class Slot:
@@ -72,11 +98,14 @@ class Engine:
     def __init__(self, model: Model, n_slots: int = 4, n_ctx: int = 2048, n_batch: int = 256,
                  max_queue: int = 64, cache_type: str = "f16"):
         self.model, self.n_ctx, self.n_batch, self.max_queue = model, n_ctx, n_batch, max_queue
-        self.slots = [Slot(i, cache) for i, cache in enumerate(model.new_caches(n_slots, n_ctx, cache_type, n_batch))]
+        caches = [] if model.is_encoder else model.new_caches(n_slots, n_ctx, cache_type, n_batch)
+        self.slots = [Slot(i, cache) for i, cache in enumerate(caches)]
         self.waiting: deque[Job] = deque()
+        self.embeddings: deque[EmbeddingJob] = deque()
         self.lock = threading.Condition()
         self.stats = dict(requests=0, prompt_tokens=0, cached_tokens=0, generated_tokens=0, prompt_seconds=0.0,
-                          decode_seconds=0.0, steps=0, errors=0, rejected=0)
+                          decode_seconds=0.0, steps=0, errors=0, rejected=0, embedding_requests=0,
+                          embedding_tokens=0)
         self._running = True
         self._thread = threading.Thread(target=self._run, name="nibble-engine", daemon=True)
         self._thread.start()
@@ -90,6 +119,15 @@ class Engine:
                 raise QueueFull(f"all {len(self.slots)} slots are busy and {len(self.waiting)} requests wait")
             self.waiting.append(job)
             self.stats["requests"] += 1
+            self.lock.notify()
+
+    def submit_embedding(self, job: EmbeddingJob):
+        with self.lock:
+            if len(self.embeddings) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise QueueFull(f"{len(self.embeddings)} embedding requests wait")
+            self.embeddings.append(job)
+            self.stats["embedding_requests"] += 1
             self.lock.notify()
 
     def cancel(self, job: Job):
@@ -118,11 +156,12 @@ class Engine:
         K.set_threads(self.model.n_threads)   # Numba's thread count is per calling thread
         while True:
             with self.lock:
-                while self._running and not self.waiting and not any(s.job for s in self.slots):
+                while self._running and not self.waiting and not self.embeddings and not any(s.job for s in self.slots):
                     self.lock.wait()
                 if not self._running:
                     break
                 self._admit()
+                embedding = self.embeddings[0] if self.embeddings else None
             self._drop_cancelled()
             try:
                 self._step()
@@ -132,11 +171,29 @@ class Engine:
                     if slot.job is not None:
                         slot.job.emit(("error", f"generation failed: {error}"))
                         self._free(slot, forget=True)
+            if embedding is not None:
+                self._embed_step(embedding)
         for slot in self.slots:
             if slot.job is not None:
                 slot.job.emit(("error", "the server is shutting down"))
-        for job in self.waiting:
+        for job in [*self.waiting, *self.embeddings]:
             job.emit(("error", "the server is shutting down"))
+
+    def _embed_step(self, job: EmbeddingJob):
+        """One batch of the oldest embedding request, between generation steps."""
+        done = True
+        try:
+            if not job.cancelled:
+                done = job.run_next_batch(self.model, self.n_batch)
+                if done:
+                    self.stats["embedding_tokens"] += sum(len(tokens) for tokens in job.inputs)
+                    job.emit(("end", job.vectors))
+        except Exception as error:
+            self.stats["errors"] += 1
+            job.emit(("error", f"embedding failed: {error}"))
+        if done:
+            with self.lock:
+                self.embeddings.popleft()
 
     def _admit(self):
         """Waiting jobs into free slots (called with the lock held)."""

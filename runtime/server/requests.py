@@ -141,6 +141,36 @@ def parse(body, table) -> GenerationRequest:
                              model=values["model"], body=body)
 
 
+def embedding_inputs(body, tokenizer, n_vocab, limit):
+    """An embeddings body's inputs as token lists (texts tokenized with the model's BOS/CLS and SEP) and its
+    encoding_format. `input` is a string, a list of strings, a list of token ids or a list of such lists."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    value = body.get("input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise BadRequest(f"'encoding_format' must be float or base64, got {encoding!r:.40}", param="encoding_format")
+    if body.get("dimensions") is not None:
+        raise BadRequest("'dimensions' is not supported: this model's vectors have one size", param="dimensions")
+    if isinstance(value, str) or (isinstance(value, list) and value and all(_integer(t) for t in value)):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) or (isinstance(v, list) and all(_integer(t) for t in v)) for v in value):
+        raise BadRequest("'input' must be a string, a list of strings, a list of token ids or a list of those",
+                         param="input")
+    inputs = []
+    for i, item in enumerate(value):
+        tokens = tokenizer.encode(item, add_special=True) if isinstance(item, str) else list(item)
+        if not tokens:
+            raise BadRequest(f"input[{i}] is empty", param="input")
+        if any(not 0 <= t < n_vocab for t in tokens):
+            raise BadRequest(f"input[{i}]: token ids must be in 0..{n_vocab - 1}", param="input")
+        if len(tokens) > limit:
+            raise BadRequest(f"input[{i}] has {len(tokens)} tokens; this model embeds at most {limit}", param="input")
+        inputs.append(tokens)
+    return inputs, encoding
+
+
 def chat_messages(messages):
     """OpenAI's messages as the chat templates take them: content parts of type text joined into a string."""
     checked = []

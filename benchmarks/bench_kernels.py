@@ -136,7 +136,7 @@ for dtype in (np.float32, np.uint16):
     kc = np.zeros((2, 8, 16), dtype); ops.store_kv(kc, kc, np.arange(2), q[:, :2], q[:, :2])
     pool = np.zeros((2, 2, 8, 16), dtype); one = np.arange(2)
     ops.attention_seqs(q, pool, pool, one, one, one, np.zeros((2, 8), np.int64), one + 1, q[:, :2], q[:, :2], one,
-                       np.float32(0.25), 0, np.empty((8, 8), np.float32), np.empty_like(q))
+                       np.float32(0.25), 0, np.float32(0.0), np.empty((8, 8), np.float32), np.empty_like(q))
 print(time.perf_counter() - start)
 """
 

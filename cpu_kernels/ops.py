@@ -124,10 +124,11 @@ def add(x, delta):
 
 # ---------------------------------------------------------------- rotary position embedding
 
-def rope_angles(positions, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
+def rope_angles(positions, n_rot, freq_base, freq_scale=1.0, freq_factors=None, attn_factor=1.0):
     """cos, sin tables (n_tokens, n_rot // 2) computed as ggml does (rope_yarn without
     extrapolation mixing): theta_i = pos * base^(-2i/n_rot), accumulated in float32,
-    divided by per-frequency factors (llama3 scaling) and scaled by freq_scale (linear)."""
+    divided by per-frequency factors (llama3 scaling, Phi-3's long/short factors) and scaled by
+    freq_scale (linear); cos and sin times attn_factor (ggml's mscale)."""
     theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
     half_rot = n_rot // 2
     factors = np.ones(half_rot, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
@@ -138,7 +139,11 @@ def rope_angles(positions, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
         powers[i] = p
         p = np.float32(p * theta_scale)
     theta = (theta * powers / factors) * np.float32(freq_scale)
-    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    if attn_factor != 1.0:
+        cos *= np.float32(attn_factor)
+        sin *= np.float32(attn_factor)
+    return cos, sin
 
 
 @rowwise
@@ -214,12 +219,18 @@ def softmax(x, out):
         softmax_inplace(out[t], x.shape[1])
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def capped(score, softcap):
+    """Gemma 2's attention logit soft-capping, softcap * tanh(score / softcap); softcap 0: the score."""
+    return softcap * np.tanh(score / softcap) if softcap > 0 else score
+
+
 @njit(cache=True, nogil=True, fastmath=True)
-def masked_softmax(scores, q_pos, group, slot_pos, scale, window):
+def masked_softmax(scores, q_pos, group, slot_pos, scale, window, softcap):
     """Attention weights in place, for prompt processing: scores (n * group, m) holds q . k for query
     row i (at position q_pos[i // group]) and slot j (at slot_pos[j]); each row becomes the softmax of
-    scale * scores over the slots it sees (p' <= p and, when window > 0, p - p' < window), 0 elsewhere.
-    Releases the GIL: the runtime runs one per thread."""
+    scale * scores (soft-capped when softcap > 0) over the slots it sees (p' <= p and, when window > 0,
+    p - p' < window), 0 elsewhere. Releases the GIL: the runtime runs one per thread."""
     for i in range(scores.shape[0]):
         row = scores[i]
         p = q_pos[i // group]
@@ -227,7 +238,7 @@ def masked_softmax(scores, q_pos, group, slot_pos, scale, window):
         for j in range(row.size):
             sp = slot_pos[j]
             if sp <= p and (window <= 0 or p - sp < window):
-                row[j] *= scale
+                row[j] = capped(row[j] * scale, softcap)
                 top = max(top, row[j])
             else:
                 row[j] = -np.inf
@@ -338,7 +349,7 @@ def store_kv(k_cache, v_cache, slots, k, v):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window, row, o):
+def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window, softcap, row, o):
     """One query head at position p over the first n_slots slots of one KV head: o = softmax(q.k) . v,
     with row (>= n_slots) as scratch for the weights."""
     count = 0
@@ -349,7 +360,7 @@ def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window,
             dot = F32(0.0)
             for i in range(qv.size):
                 dot += qv[i] * _to_f32(kv[i])
-            row[s] = dot * scale
+            row[s] = capped(dot * scale, softcap)
             count += 1
         else:
             row[s] = -np.inf
@@ -368,14 +379,15 @@ def _attend_head(qv, k_cache, v_cache, kvh, p, slot_pos, n_slots, scale, window,
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def attention_seqs(q, k_pool, v_pool, rows, seqs, q_pos, slot_pos, n_slots, new_k, new_v, slots, scale, window,
-                   scores, out):
+                   softcap, scores, out):
     """Causal grouped-query attention for one generated token of each of several sequences whose caches
     share a pool, in one call (generation; a server's decode step): row rows[j] of q (n_rows, n_heads,
     head_dim), new_k, new_v belongs to sequence seqs[j] at position q_pos[j]. Stores its k and v in slot
     slots[j] of that sequence's cache k_pool[seqs[j]] (n_kv_heads, n_ctx, head_dim; float32 or float16
     bits), then attends over its first n_slots[j] slots, which hold the positions slot_pos[seqs[j]] (so a
     sliding-window ring buffer works like a linear cache): a query at p sees slots at p' <= p and, when
-    window > 0, p - p' < window. scores: scratch (len(rows) * n_heads, n_ctx); out like q."""
+    window > 0, p - p' < window; scores are soft-capped when softcap > 0 (Gemma 2). scores: scratch
+    (len(rows) * n_heads, n_ctx); out like q."""
     n_heads = q.shape[1]
     group = n_heads // k_pool.shape[1]
     for j in prange(rows.size):
@@ -386,7 +398,7 @@ def attention_seqs(q, k_pool, v_pool, rows, seqs, q_pos, slot_pos, n_slots, new_
         h = job % n_heads
         seq = seqs[j]
         _attend_head(q[rows[j], h], k_pool[seq], v_pool[seq], h // group, q_pos[j], slot_pos[seq], n_slots[j], scale,
-                     window, scores[job], out[rows[j], h])
+                     window, softcap, scores[job], out[rows[j], h])
 
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)

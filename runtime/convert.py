@@ -6,6 +6,7 @@ metadata keys llama.cpp's converter writes and the tensors under their GGUF name
 time, through the block quantizers in gguf_io. The file appears only when complete.
 """
 import json
+import math
 import mmap
 import os
 import tempfile
@@ -378,7 +379,7 @@ def _llama_tensor(name, w, config):
     return w
 
 
-def _gemma3_tensor(name, w, config):
+def _gemma_tensor(name, w, config):
     return w + np.float32(1.0) if name.endswith("norm.weight") else w     # Gemma's RMSNorm scales by (1 + w)
 
 
@@ -423,13 +424,83 @@ def _linear_rope_keys(config):
     return [("rope.scaling.type", "linear", V.STRING), ("rope.scaling.factor", scaling["factor"], V.FLOAT32)]
 
 
+def _sliding_window_keys(config):
+    """Mistral's window, which llama.cpp's converter leaves out (nibble applies it, llama.cpp ignores the key)."""
+    window = config.get("sliding_window")
+    return [("attention.sliding_window", window, V.UINT32)] if window else []
+
+
 def _llama_hparams(config):
     head_dim = _head_dim(config)
     keys = _common_hparams(config) + [("vocab_size", config["vocab_size"], V.UINT32),
                                       ("rope.dimension_count", head_dim, V.UINT32)]
     if head_dim != config["hidden_size"] // config["num_attention_heads"]:
         keys += _head_length_keys(head_dim)
-    return keys + _linear_rope_keys(config)
+    return keys + _linear_rope_keys(config) + _sliding_window_keys(config)
+
+
+def _qwen3_hparams(config):
+    """As llama.cpp's converter: the common keys plus the head size, which config.json states."""
+    return _common_hparams(config) + _head_length_keys(_head_dim(config))
+
+
+def _rope_parameters(config):
+    """RoPE settings of either config.json style: keys at the top with rope_scaling (transformers 4), or
+    rope_parameters (transformers 5)."""
+    merged = {k: config[k] for k in ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings")
+              if k in config}
+    merged.update(config.get("rope_scaling") or {})
+    params = config.get("rope_parameters") or {}
+    merged.update(params.get("full_attention", params))
+    return merged
+
+
+def _phi3_rope(config):
+    """(rotary dimensions, original context, long factors, short factors, attention factor) of a Phi-3 config."""
+    rope = _rope_parameters(config)
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    rope_dims = int(rope.get("partial_rotary_factor", 1.0) * n_embd) // n_head
+    original = rope.get("original_max_position_embeddings", config.get("max_position_embeddings", 4096))
+    long_factors, short_factors = rope.get("long_factor"), rope.get("short_factor")
+    attn_factor = 1.0
+    if long_factors:
+        if (rope.get("rope_type") or rope.get("type")) not in ("longrope", "su"):
+            raise ConvertError(f"rope scaling {rope.get('rope_type') or rope.get('type')!r} with long/short factors "
+                               "is not supported (nibble converts longrope)")
+        if len(long_factors) != rope_dims // 2 or len(short_factors or ()) != rope_dims // 2:
+            raise ConvertError(f"rope long_factor and short_factor must have {rope_dims // 2} values each")
+        scale = config.get("max_position_embeddings", original) / original
+        attn_factor = rope.get("attention_factor") or (
+            math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0)
+    return rope_dims, original, long_factors, short_factors, attn_factor
+
+
+def _phi3_hparams(config):
+    rope_dims, original, long_factors, _, attn_factor = _phi3_rope(config)
+    keys = [key for key in _common_hparams(config) if key[0] != "rope.freq_base"]
+    keys += [("rope.freq_base", _rope_parameters(config).get("rope_theta", 10000.0), V.FLOAT32),
+             ("rope.dimension_count", rope_dims, V.UINT32),
+             ("rope.scaling.original_context_length", original, V.UINT32),
+             ("attention.sliding_window", config.get("sliding_window") or 0, V.UINT32)]
+    if long_factors:
+        keys.append(("rope.scaling.attn_factor", attn_factor, V.FLOAT32))
+    return keys
+
+
+def _phi3_tensors(config):
+    """Phi-3's long-context RoPE factors as rope_factors_long/short tensors, as llama.cpp's converter writes."""
+    _, _, long_factors, short_factors, _ = _phi3_rope(config)
+    if not long_factors:
+        return []
+    return [("rope_factors_long.weight", np.asarray(long_factors, np.float32)),
+            ("rope_factors_short.weight", np.asarray(short_factors, np.float32))]
+
+
+def _gemma2_hparams(config):
+    return (_common_hparams(config) + _head_length_keys(config.get("head_dim", 256))
+            + [("attn_logit_softcapping", config.get("attn_logit_softcapping") or 0.0, V.FLOAT32),
+               ("final_logit_softcapping", config.get("final_logit_softcapping") or 0.0, V.FLOAT32),
+               ("attention.sliding_window", config["sliding_window"], V.UINT32)])
 
 
 def _gemma3_hparams(config):
@@ -442,7 +513,7 @@ def _llama3_rope_freqs(config):
     """llama3 rope scaling is stored as a rope_freqs tensor of per-frequency divisors, as llama.cpp does."""
     kind, s = _rope_scaling(config)
     if kind != "llama3":
-        return None
+        return []
     head_dim = _head_dim(config)
     freqs = 1.0 / (_rope_theta(config) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
     low_wavelen = s.get("original_max_position_embeddings", 8192) / s.get("low_freq_factor", 1.0)
@@ -458,7 +529,7 @@ def _llama3_rope_freqs(config):
             smooth = (s.get("original_max_position_embeddings", 8192) / wavelen - s.get("low_freq_factor", 1.0)) / \
                      (s.get("high_freq_factor", 4.0) - s.get("low_freq_factor", 1.0))
             factors.append(1.0 / ((1 - smooth) / s["factor"] + smooth))
-    return np.array(factors, dtype=np.float32)
+    return [("rope_freqs.weight", np.array(factors, dtype=np.float32))]
 
 
 def _bert_hparams(config):
@@ -487,12 +558,24 @@ class HFArchitecture:
     hparams: Callable
     tensor: Callable = lambda name, w, config: w
     checkpoint_name: Callable = lambda name: name      # the name the tensor map knows, or None to leave it out
+    extra_tensors: Callable = lambda config: []          # [(GGUF name, float32 array)] made from config.json
+    tied_by_default: bool = False                        # tie_word_embeddings when config.json does not say
+    space_prefix: bool = True                            # False: write add_space_prefix false (Gemma's vocabulary)
 
 
 HF_ARCHITECTURES = {
-    "LlamaForCausalLM": HFArchitecture("llama", MODEL_ARCH.LLAMA, _llama_hparams, _llama_tensor),
-    "Gemma3ForCausalLM": HFArchitecture("gemma3", MODEL_ARCH.GEMMA3, _gemma3_hparams, _gemma3_tensor),
+    "LlamaForCausalLM": HFArchitecture("llama", MODEL_ARCH.LLAMA, _llama_hparams, _llama_tensor,
+                                       extra_tensors=_llama3_rope_freqs),
+    "MistralForCausalLM": HFArchitecture("llama", MODEL_ARCH.LLAMA, _llama_hparams, _llama_tensor,
+                                         extra_tensors=_llama3_rope_freqs),
+    "Gemma2ForCausalLM": HFArchitecture("gemma2", MODEL_ARCH.GEMMA2, _gemma2_hparams, _gemma_tensor,
+                                        checkpoint_name=lambda name: None if name == "lm_head.weight" else name,
+                                        tied_by_default=True, space_prefix=False),
+    "Gemma3ForCausalLM": HFArchitecture("gemma3", MODEL_ARCH.GEMMA3, _gemma3_hparams, _gemma_tensor,
+                                        tied_by_default=True, space_prefix=False),
     "Qwen2ForCausalLM": HFArchitecture("qwen2", MODEL_ARCH.QWEN2, _common_hparams),
+    "Qwen3ForCausalLM": HFArchitecture("qwen3", MODEL_ARCH.QWEN3, _qwen3_hparams),
+    "Phi3ForCausalLM": HFArchitecture("phi3", MODEL_ARCH.PHI3, _phi3_hparams, extra_tensors=_phi3_tensors),
     "BertModel": HFArchitecture("bert", MODEL_ARCH.BERT, _bert_hparams, checkpoint_name=_bert_checkpoint_name),
     "BertForMaskedLM": HFArchitecture("bert", MODEL_ARCH.BERT, _bert_hparams, checkpoint_name=_bert_checkpoint_name),
 }
@@ -564,7 +647,7 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
     tensors = open_checkpoint(folder)
     vocab = read_vocab(folder, config)
     name_map = get_tensor_name_map(arch.model_arch, config["num_hidden_layers"])
-    tied = config.get("tie_word_embeddings", arch.gguf_arch == "gemma3")
+    tied = config.get("tie_word_embeddings", arch.tied_by_default)
 
     plan = []          # (gguf name, SafeTensor or array, type)
     for hf_name, t in tensors.items():
@@ -578,9 +661,7 @@ def convert(folder, destination, outtype="f16", *, progress=None) -> ConvertRepo
             raise ConvertError(f"{folder}: tensor {hf_name} has no GGUF name for {arch.gguf_arch}; "
                                "the checkpoint does not match its config.json architecture")
         plan.append((gguf_name, t, _tensor_type(gguf_name, t.shape, default_type)))
-    rope_freqs = _llama3_rope_freqs(config) if arch.gguf_arch == "llama" else None
-    if rope_freqs is not None:
-        plan.append(("rope_freqs.weight", rope_freqs, T.F32))
+    plan += [(name, values, T.F32) for name, values in arch.extra_tensors(config)]
 
     with GGUFWriter(destination) as out:
         _write_metadata(out, arch, config, folder, vocab, file_type)
@@ -661,7 +742,7 @@ def _write_metadata(out, arch, config, folder, vocab, file_type):
         out.add_metadata("tokenizer.ggml.add_sep_token", False, V.BOOL)   # [SEP] closes every text anyway
     for key, value in vocab.normalizer.items():
         out.add_metadata(f"tokenizer.ggml.normalizer.{key}", bool(value), V.BOOL)
-    if a == "gemma3":
-        out.add_metadata("tokenizer.ggml.add_space_prefix", False, V.BOOL)     # as llama.cpp's Gemma3Model
+    if not arch.space_prefix:
+        out.add_metadata("tokenizer.ggml.add_space_prefix", False, V.BOOL)     # as llama.cpp's Gemma2/3 models
     if vocab.chat_template:
         out.add_metadata("tokenizer.chat_template", vocab.chat_template, V.STRING)

@@ -2,7 +2,9 @@
 
 Each supported architecture is a small description (`ARCHITECTURES`) over one shared block: pre-norm
 attention with grouped-query heads and RoPE, then a gated feed-forward. The description says which
-optional pieces the architecture has (per-head q/k norms, post-norms, sliding-window layers, ...).
+optional pieces the architecture has (per-head q/k norms, post-norms, sliding-window layers, ...). What a
+file states for itself is read from it, as llama.cpp does: fused q/k/v and gate/up matrices (split at
+load), partial rotary dimensions, long/short RoPE factors and their attention factor, logit soft-caps.
 
 Weights are packed once at load into the kernels' layout (cpu_kernels.PackedWeight). A forward pass over
 n tokens uses matvec kernels when n == 1 (generation) and matmul kernels otherwise (prompt processing). On
@@ -39,16 +41,24 @@ class Architecture:
     embed_scale: bool = False          # multiply embeddings by sqrt(n_embd)
     qk_norm: bool = False              # RMSNorm over each head of q and k (attn_q_norm, attn_k_norm)
     post_norms: bool = False           # RMSNorm on the attention and feed-forward outputs before the residual
-    global_every: int = 0              # with a sliding window: every Nth layer attends globally
+    windowed: bool = False             # the file's attention.sliding_window applies (to the layers below)
+    global_every: int = 0              # with a sliding window: every Nth layer attends globally (0: none does)
     local_rope_base: float = 0.0       # RoPE base of sliding-window layers (0: same as global)
     qkv_bias: bool = False             # q, k and v projections add a bias (attn_q.bias, ...)
+    wide_query_layers: int = 0         # models of this many layers (Gemma's 27B) scale q by 1/sqrt(n_embd/n_head)
 
 
 ARCHITECTURES = {
-    "llama": Architecture(),
+    # Mistral files are llama files; nibble's converter writes their sliding window (llama.cpp ignores it)
+    "llama": Architecture(windowed=True),
+    "gemma2": Architecture(rope_neox=True, activation="gelu", embed_scale=True, post_norms=True, windowed=True,
+                           global_every=2, wide_query_layers=46),
     "gemma3": Architecture(rope_neox=True, activation="gelu", embed_scale=True, qk_norm=True, post_norms=True,
-                           global_every=6, local_rope_base=10000.0),
+                           windowed=True, global_every=6, local_rope_base=10000.0, wide_query_layers=62),
     "qwen2": Architecture(rope_neox=True, qkv_bias=True),
+    "qwen3": Architecture(rope_neox=True, qk_norm=True),
+    # Phi-3's window is applied as transformers does (llama.cpp turns it off); phi3 files fuse q/k/v and gate/up
+    "phi3": Architecture(rope_neox=True, windowed=True),
 }
 
 _ACTIVATIONS = {"silu": K.silu_mul, "gelu": K.gelu_tanh_mul}
@@ -69,6 +79,10 @@ class HyperParams:
     rope_freq_scale: float
     n_ctx_train: int
     sliding_window: int
+    rope_attn_factor: float = 1.0      # cos and sin are scaled by it (Phi-3's long RoPE)
+    n_ctx_orig: int = 0                # contexts longer than this take the long RoPE factors
+    attn_softcap: float = 0.0          # Gemma 2's soft-caps of attention scores and of the logits (0: none)
+    final_softcap: float = 0.0
 
     @classmethod
     def from_metadata(cls, meta: dict, arch: str, n_vocab: int) -> "HyperParams":
@@ -92,7 +106,11 @@ class HyperParams:
             n_ff=int(key("feed_forward_length")), eps=float(key("attention.layer_norm_rms_epsilon")),
             rope_dims=int(key("rope.dimension_count", head_dim)), rope_base=float(key("rope.freq_base", 10000.0)),
             rope_freq_scale=1.0 / factor if scaling == "linear" else 1.0,
-            n_ctx_train=int(key("context_length", 0)), sliding_window=int(key("attention.sliding_window", 0)))
+            n_ctx_train=int(key("context_length", 0)), sliding_window=int(key("attention.sliding_window", 0)),
+            rope_attn_factor=float(key("rope.scaling.attn_factor", 1.0)),
+            n_ctx_orig=int(key("rope.scaling.original_context_length", key("context_length", 0))),
+            attn_softcap=float(key("attn_logit_softcapping", 0.0)),
+            final_softcap=float(key("final_logit_softcapping", 0.0)))
 
 
 class _Weights:
@@ -122,14 +140,27 @@ class _Weights:
         shape = tensor.shape
         if len(shape) != 2 or (rows is not None and shape[0] != rows) or (cols is not None and shape[1] != cols):
             raise ModelError(f"tensor {name!r} has shape {shape}, expected ({rows}, {cols})")
+        return self._packed(name, tensor.raw, tensor.type, shape)
+
+    def matrices(self, name, row_counts, cols):
+        """A fused tensor (attn_qkv, ffn_up holding gate and up) split by rows: one weight per count."""
+        tensor = self.tensor(name)
+        if len(tensor.shape) != 2 or tensor.shape != (sum(row_counts), cols):
+            raise ModelError(f"tensor {name!r} has shape {tensor.shape}, expected ({sum(row_counts)}, {cols})")
+        rows = tensor.raw.reshape(tensor.shape[0], -1)
+        bounds = np.cumsum([0, *row_counts])
+        return [self._packed(f"{name}[{a}:{b}]", rows[a:b], tensor.type, (b - a, cols))
+                for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _packed(self, key, raw, qtype, shape):
         try:
-            if self.cached_tiles is not None and name in self.cached_tiles:
-                return K.PackedWeight.from_tiles(self.cached_tiles[name], tensor.type, shape)
-            weight = K.PackedWeight(tensor.raw, tensor.type, shape, block_format(tensor.type).dequantize_blocks)
+            if self.cached_tiles is not None and key in self.cached_tiles:
+                return K.PackedWeight.from_tiles(self.cached_tiles[key], qtype, shape)
+            weight = K.PackedWeight(raw, qtype, shape, block_format(qtype).dequantize_blocks)
         except ValueError as error:
-            raise ModelError(f"tensor {name!r}: {error}") from None
+            raise ModelError(f"tensor {key!r}: {error}") from None
         if weight.uses_tiles:
-            self.packed[name] = weight.tiles
+            self.packed[key] = weight.tiles
         return weight
 
 
@@ -225,14 +256,14 @@ class _DecodeGroup:
         self.n_ring = np.full(len(members), self.pool.ring, np.int64)
         self.scores = np.empty((len(members) * n_head, self.pool.n_ctx), np.float32)
 
-    def attend(self, i, sliding, window, q3, k3, v3, scale, out):
+    def attend(self, i, sliding, window, q3, k3, v3, scale, softcap, out):
         pool = self.pool
         if sliding:
             slot_pos, slots, n_slots = pool.ring_pos, self.ring_slots, self.n_ring
         else:
             slot_pos, slots, n_slots, window = pool.linear_pos, self.positions, self.n_linear, 0
         K.attention_seqs(q3, pool.k[i], pool.v[i], self.rows, self.seqs, self.positions, slot_pos, n_slots, k3, v3,
-                         slots, scale, window, self.scores, out)
+                         slots, np.float32(scale), window, softcap, self.scores, out)
 
 
 class _Workspace:
@@ -290,6 +321,12 @@ class Model:
         self.output = weights.matrix("output.weight" if weights.has("output.weight") else "token_embd.weight",
                                      hp.n_vocab, hp.n_embd)
         self.rope_freq_factors = weights.vector("rope_freqs.weight") if weights.has("rope_freqs.weight") else None
+        self.rope_long_factors = self.rope_short_factors = None
+        if weights.has("rope_factors_long.weight"):
+            self.rope_long_factors = weights.vector("rope_factors_long.weight")
+            self.rope_short_factors = weights.vector("rope_factors_short.weight")
+        wide = self.arch.wide_query_layers == hp.n_layer
+        self.query_scale = 1.0 / math.sqrt(hp.n_embd / hp.n_head if wide else hp.head_dim)
         self.layers = []
         for i in range(hp.n_layer):
             self.layers.append(self._layer(weights, i))
@@ -302,17 +339,22 @@ class Model:
         hp, arch = self.hp, self.arch
         p = f"blk.{i}."
         q_width, kv_width = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        if w.has(p + "attn_qkv.weight"):        # fused, as Phi-3 stores them
+            wq, wk, wv = w.matrices(p + "attn_qkv.weight", (q_width, kv_width, kv_width), hp.n_embd)
+        else:
+            wq, wk, wv = (w.matrix(p + f"attn_{x}.weight", width, hp.n_embd)
+                          for x, width in (("q", q_width), ("k", kv_width), ("v", kv_width)))
+        if w.has(p + "ffn_gate.weight"):
+            gate, up = w.matrix(p + "ffn_gate.weight", hp.n_ff, hp.n_embd), w.matrix(p + "ffn_up.weight", hp.n_ff, hp.n_embd)
+        else:                                    # ffn_up holds gate then up (Phi-3's gate_up_proj)
+            gate, up = w.matrices(p + "ffn_up.weight", (hp.n_ff, hp.n_ff), hp.n_embd)
         layer = Layer(
-            attn_norm=w.vector(p + "attn_norm.weight"),
-            wq=w.matrix(p + "attn_q.weight", q_width, hp.n_embd),
-            wk=w.matrix(p + "attn_k.weight", kv_width, hp.n_embd),
-            wv=w.matrix(p + "attn_v.weight", kv_width, hp.n_embd),
+            attn_norm=w.vector(p + "attn_norm.weight"), wq=wq, wk=wk, wv=wv,
             wo=w.matrix(p + "attn_output.weight", hp.n_embd, q_width),
-            ffn_norm=w.vector(p + "ffn_norm.weight"),
-            gate=w.matrix(p + "ffn_gate.weight", hp.n_ff, hp.n_embd),
-            up=w.matrix(p + "ffn_up.weight", hp.n_ff, hp.n_embd),
+            ffn_norm=w.vector(p + "ffn_norm.weight"), gate=gate, up=up,
             down=w.matrix(p + "ffn_down.weight", hp.n_embd, hp.n_ff),
-            sliding=bool(arch.global_every and hp.sliding_window and (i + 1) % arch.global_every != 0))
+            sliding=bool(arch.windowed and hp.sliding_window and
+                         (not arch.global_every or (i + 1) % arch.global_every != 0)))
         if arch.qk_norm:
             layer.q_norm, layer.k_norm = w.vector(p + "attn_q_norm.weight"), w.vector(p + "attn_k_norm.weight")
         if arch.qkv_bias:
@@ -391,6 +433,7 @@ class Model:
         all its rows' logits with all_logits, else its last row's."""
         hp = self.hp
         tokens = np.concatenate([t for t, _ in batch]) if len(batch) > 1 else batch[0][0]
+        n_ctx = max(cache.n_ctx for _, cache in batch)
         n = tokens.size
         spans, row = [], 0
         for seq_tokens, cache in batch:
@@ -408,7 +451,7 @@ class Model:
                 pools.setdefault(id(cache.pool), []).append((rows.start, cache, seq_positions[0], ring_slots[0]))
         decode_groups = [_DecodeGroup(members, hp.n_head) for members in pools.values()]
         ws = self._workspace_for(n)
-        ropes = self._rope_tables(positions)
+        ropes = self._rope_tables(positions, n_ctx)
 
         x, h = ws.x[:n], ws.h[:n]
         q, k, v, attn, o = ws.q[:n], ws.k[:n], ws.v[:n], ws.attn[:n], ws.o[:n]
@@ -417,7 +460,7 @@ class Model:
         k3 = k.reshape(n, hp.n_head_kv, hp.head_dim)
         v3 = v.reshape(n, hp.n_head_kv, hp.head_dim)
         attn3 = attn.reshape(n, hp.n_head, hp.head_dim)
-        scale = 1.0 / math.sqrt(hp.head_dim)
+        scale, softcap = self.query_scale, np.float32(hp.attn_softcap)
         activation = _ACTIVATIONS[self.arch.activation]
         self.embed(tokens, x)
         K.rms_norm(x, self.layers[0].attn_norm, hp.eps, h)
@@ -436,11 +479,11 @@ class Model:
             K.apply_rope(q3, cos, sin, self.arch.rope_neox)
             K.apply_rope(k3, cos, sin, self.arch.rope_neox)
             for group in decode_groups:
-                group.attend(i, layer.sliding, hp.sliding_window, q3, k3, v3, scale, attn3)
+                group.attend(i, layer.sliding, hp.sliding_window, q3, k3, v3, scale, softcap, attn3)
             for rows, cache, seq_positions, ring_slots in spans:
                 if seq_positions.size > 1:
                     self._attend(i, layer.sliding, cache, seq_positions, ring_slots, q3[rows], k3[rows], v3[rows],
-                                 scale, attn3[rows])
+                                 scale, softcap, attn3[rows])
             _project(attn, ws.prepared, (layer.wo, o))
             if layer.post_attn_norm is not None:
                 K.rms_norm(o, layer.post_attn_norm, hp.eps, o)
@@ -457,14 +500,21 @@ class Model:
         if hidden:
             return [h[rows].copy() for rows, *_ in spans]
         if all_logits:
-            logits = self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :]
+            logits = self._capped(self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :])
             return [logits[rows] for rows, *_ in spans]
         last = [rows.stop - 1 for rows, *_ in spans]
         if len(last) == 1:
-            return [self.output.matvec(h[last[0]])]
-        return list(self.output.matmul(np.ascontiguousarray(h[last])))
+            return [self._capped(self.output.matvec(h[last[0]]))]
+        return list(self._capped(self.output.matmul(np.ascontiguousarray(h[last]))))
 
-    def _attend(self, i, sliding, cache, positions, ring_slots, q3, k3, v3, scale, out):
+    def _capped(self, logits):
+        """Gemma 2's final soft-cap, cap * tanh(logits / cap), in place; other models' logits as they are."""
+        cap = self.hp.final_softcap
+        if cap:
+            np.multiply(np.tanh(np.divide(logits, cap, out=logits), out=logits), cap, out=logits)
+        return logits
+
+    def _attend(self, i, sliding, cache, positions, ring_slots, q3, k3, v3, scale, softcap, out):
         """Attention in layer i for several tokens of one sequence (a prompt): store their keys and values,
         then attend over the cache with BLAS products."""
         if sliding:
@@ -473,13 +523,17 @@ class Model:
             slots, slot_pos, n_slots, window = positions, cache.linear_pos, int(positions[-1]) + 1, 0
         K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
         _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
-                         slot_pos[:n_slots], scale, window, out)
+                         slot_pos[:n_slots], scale, window, softcap, out)
 
-    def _rope_tables(self, positions):
-        """cos/sin for global layers (False) and sliding-window layers (True)."""
+    def _rope_tables(self, positions, n_ctx):
+        """cos/sin for global layers (False) and sliding-window layers (True). Files with long and short RoPE
+        factors (Phi-3) take the long ones when the context is longer than the original one, as llama.cpp."""
         hp = self.hp
-        global_table = K.rope_angles(positions, hp.rope_dims, hp.rope_base, hp.rope_freq_scale,
-                                     self.rope_freq_factors)
+        factors = self.rope_freq_factors
+        if self.rope_long_factors is not None:
+            factors = self.rope_long_factors if n_ctx > hp.n_ctx_orig else self.rope_short_factors
+        global_table = K.rope_angles(positions, hp.rope_dims, hp.rope_base, hp.rope_freq_scale, factors,
+                                     hp.rope_attn_factor)
         if not self.arch.local_rope_base:
             return {False: global_table, True: global_table}
         return {False: global_table, True: K.rope_angles(positions, hp.rope_dims, self.arch.local_rope_base)}
@@ -491,7 +545,7 @@ class Model:
 ATTENTION_CHUNK = 64     # queries per job of prompt-processing attention
 
 
-def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, out):
+def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, softcap, out):
     """Attention for a batch of queries (prompt processing): two BLAS products per KV head and chunk of
     queries, the chunks spread over the kernel threads. A chunk multiplies only the slots its queries can
     see (causal: about half of the products of the whole square).
@@ -515,7 +569,7 @@ def _batch_attention(q, k_cache, v_cache, positions, slot_pos, scale, window, ou
             slots = slice(slots[0], slots[-1] + 1)
         queries = q[a:b, head * group:(head + 1) * group].reshape((b - a) * group, head_dim)
         scores = queries @ keys[head][slots].T
-        K.masked_softmax(scores, positions[a:b], group, slot_pos[slots], np.float32(scale), window)
+        K.masked_softmax(scores, positions[a:b], group, slot_pos[slots], np.float32(scale), window, softcap)
         out[a:b, head * group:(head + 1) * group] = (scores @ values[head][slots]).reshape(b - a, group, head_dim)
 
     K.map_threads(job, [(head, a) for head in range(n_kv) for a in range(0, n, ATTENTION_CHUNK)])

@@ -86,6 +86,61 @@ def test_tiny_random_model_logits_equal_transformers(architecture, hf_folders, t
     assert float(np.abs(got - expected).max()) < 1e-3
 
 
+NEW_ARCHITECTURES = ["Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "MistralForCausalLM"]
+
+
+@pytest.mark.parametrize("architecture", NEW_ARCHITECTURES)
+def test_tiny_random_model_decodes_as_transformers(architecture, hf_folders, tmp_path):
+    """The same through the KV cache: the prompt in pieces of 8 (sliding-window rings of 8 + 8 slots wrap), then
+    one token at a time (the decode kernels); every position's logits against transformers'."""
+    import torch
+    folder, hf_model = tiny_model(architecture, hf_folders["smollm2-135m-instruct"], tmp_path / "hf")
+    tokens = [int(t) for t in np.random.default_rng(2).integers(0, 49152, 40)]
+    with torch.no_grad():
+        expected = hf_model(torch.tensor([tokens])).logits[0].numpy()
+    out = tmp_path / "tiny.gguf"
+    convert(folder, out, "f32")
+    model = Model(out)
+    cache = model.new_cache(64, dtype="f32", max_batch=8)
+    got = [model.forward(tokens[:24], cache, all_logits=True)]
+    got += [model.forward([t], cache)[None, :] for t in tokens[24:]]
+    assert float(np.abs(np.concatenate(got) - expected).max()) < 1e-3
+
+
+def test_phi3_short_rope_factors_within_the_original_context(hf_folders, tmp_path):
+    """A context no longer than original_max_position_embeddings takes the short factors (llama.cpp chooses by
+    the context size, transformers by the sequence: both short here)."""
+    import torch
+    folder, hf_model = tiny_model("Phi3ForCausalLM", hf_folders["smollm2-135m-instruct"], tmp_path / "hf")
+    tokens = [int(t) for t in np.random.default_rng(3).integers(0, 49152, 24)]
+    with torch.no_grad():
+        expected = hf_model(torch.tensor([tokens])).logits[0].numpy()
+    out = tmp_path / "phi3.gguf"
+    convert(folder, out, "f32")
+    model = Model(out)
+    with open_gguf(out) as f:
+        assert f.metadata["phi3.rope.dimension_count"] == 8 and "rope_factors_long.weight" in f.tensors
+    got = model.forward(tokens, model.new_cache(32, dtype="f32"), all_logits=True)
+    assert float(np.abs(got - expected).max()) < 1e-3
+
+
+@pytest.mark.parametrize("architecture", NEW_ARCHITECTURES)
+def test_tiny_random_model_quantized(architecture, hf_folders, tmp_path):
+    """Q8_0 and Q4_K_M files of the new architectures (Phi-3's fused matrices split into integer tiles) give the
+    logits of their own weights: those of the same file dequantized to F32 and run by the float kernels."""
+    from runtime.quantize import quantize_file
+    folder, _ = tiny_model(architecture, hf_folders["smollm2-135m-instruct"], tmp_path / "hf")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, 49152, 32)]
+    for outtype in ("q8_0", "Q4_K_M"):
+        quantized, dequantized = tmp_path / f"tiny-{outtype}.gguf", tmp_path / f"tiny-{outtype}-f32.gguf"
+        convert(folder, quantized, outtype)
+        quantize_file(quantized, dequantized, "F32")
+        a, b = (model.forward(tokens, model.new_cache(64, dtype="f32"), all_logits=True)
+                for model in (Model(quantized), Model(dequantized)))
+        cosine = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        assert cosine.min() > 0.9999, (outtype, cosine.min())
+
+
 def test_outtypes(hf_folders, tmp_path):
     folder = hf_folders["smollm2-135m-instruct"]
     q8 = tmp_path / "q8.gguf"

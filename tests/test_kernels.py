@@ -242,7 +242,7 @@ def test_softmax_and_gates():
     assert np.abs(out - ref).max() < 1e-5
 
 
-def reference_attention(q, k, v, q_pos, slot_pos, n_slots, scale, window):
+def reference_attention(q, k, v, q_pos, slot_pos, n_slots, scale, window, softcap=0.0):
     n, heads, dim = q.shape
     group = heads // k.shape[0]
     out = np.zeros_like(q, dtype=np.float64)
@@ -250,15 +250,16 @@ def reference_attention(q, k, v, q_pos, slot_pos, n_slots, scale, window):
         for h in range(heads):
             pos = slot_pos[:n_slots]
             visible = (pos <= q_pos[t]) & ((window <= 0) | (q_pos[t] - pos < window))
-            s = np.where(visible, k[h // group, :n_slots] @ q[t, h].astype(np.float64) * scale, -np.inf)
+            s = k[h // group, :n_slots] @ q[t, h].astype(np.float64) * scale
+            s = np.where(visible, softcap * np.tanh(s / softcap) if softcap else s, -np.inf)
             p = np.exp(s - s.max())
             out[t, h] = (p / p.sum()) @ v[h // group, :n_slots]
     return out
 
 
 @pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("window", [0, 5])
-def test_attention_gqa_window_and_ring_buffer(cache_dtype, window):
+@pytest.mark.parametrize("window, softcap", [(0, 0.0), (5, 0.0), (5, 2.0)])
+def test_attention_gqa_window_and_ring_buffer(cache_dtype, window, softcap):
     rng = np.random.default_rng(3)
     heads, kv_heads, dim, ctx = 8, 2, 32, 12
     n = 4
@@ -285,9 +286,9 @@ def test_attention_gqa_window_and_ring_buffer(cache_dtype, window):
     scores = np.empty((n * heads, ctx), np.float32)
     out = np.empty_like(q)
     ops.attention_seqs(q, k_pool, v_pool, seqs, seqs, q_pos, np.stack([slot_pos] * n).astype(np.int64), np.full(n, ctx), k[mine],
-                       v[mine], slots[mine], np.float32(dim ** -0.5), window, scores, out)
+                       v[mine], slots[mine], np.float32(dim ** -0.5), window, np.float32(softcap), scores, out)
     assert all(np.array_equal(k_pool[j], k_cache) and np.array_equal(v_pool[j], v_cache) for j in seqs)
-    ref = reference_attention(q, kr, vr, q_pos, slot_pos, ctx, dim ** -0.5, window)
+    ref = reference_attention(q, kr, vr, q_pos, slot_pos, ctx, dim ** -0.5, window, softcap)
     assert np.abs(out - ref).max() < 1e-5
 
 

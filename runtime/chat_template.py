@@ -42,10 +42,18 @@ _GEMMA = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
-BUILTIN_TEMPLATES = {"chatml": _CHATML, "gemma": _GEMMA}
+# Phi-3's turns, as llama.cpp writes them for a file without a template (LLM_CHAT_TEMPLATE_PHI_3).
+_PHI3 = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+BUILTIN_TEMPLATES = {"chatml": _CHATML, "gemma": _GEMMA, "phi3": _PHI3}
 
 # general.architecture -> the built-in template used when the file carries none.
-ARCHITECTURE_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
+ARCHITECTURE_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "phi3": "phi3"}
 DEFAULT_TEMPLATE = "chatml"
 
 

@@ -9,9 +9,10 @@ Three vocabulary kinds, as llama.cpp has them:
   split at whitespace and around punctuation and CJK characters, and each word, behind a "▁", is cut into
   the longest tokens from the left; a word with a piece no token covers becomes the unknown token.
 
-Before either, special tokens are cut out of the text the way llama.cpp does: user-defined tokens always,
-control and unknown tokens only with `parse_special`. Words are cached, so typical text costs one regex
-pass and one dictionary lookup per word.
+Before any of them, special tokens are cut out of the text the way llama.cpp does: user-defined tokens
+always, control and unknown tokens only with `parse_special`; tokens llama.cpp marks to strip whitespace
+take the spaces beside them (Phi-3's special tokens the newlines after them). Words are cached, so typical
+text costs one regex pass and one dictionary lookup per word.
 """
 from __future__ import annotations
 
@@ -33,10 +34,35 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 SPACE_MARK = "\u2581"   # SentencePiece's visible space "▁"
 
-# Texts llama.cpp treats as end-of-generation whatever the metadata says (llama_vocab::impl::load).
-EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>")
-EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
-             "<｜end▁of▁sentence｜>")
+# Special tokens llama.cpp finds by their text (llama_vocab::impl::load in the llama.cpp nibble is checked
+# against): a kind the metadata does not name takes the first of its texts in the vocabulary, and the token
+# becomes a control token. FIM pad/repo/separator tokens end generation.
+SPECIAL_TEXTS = {
+    "eot": ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
+            "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"),
+    "eom": ("<|eom_id|>",),
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
+                "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
+                "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
+                "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}
+EOG_KINDS = ("fim_pad", "fim_rep", "fim_sep", "eot", "eom")
+# Texts that end generation whatever the metadata says; each becomes a control token.
+EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+             "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+             "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+             "<｜end▁of▁sentence｜>", "[e~[")
+# A token that leaves the end-of-generation set, and the type it takes, when the set holds all the texts of
+# one of the groups: gpt-oss's <|end|> (it ends a message, not the reply); gemma4's and plamo's </s>.
+EOG_EXCEPTIONS = (((("<|return|>", "<|call|>"), ("<|calls|>", "<|flush|>")), "<|end|>", USER_DEFINED),
+                  ((("<|tool_response>",), ("<|plamo:eos|>",)), "</s>", NORMAL))
+# gpt-oss's channel tokens, which llama.cpp always renders and matches as user-defined tokens.
+ALWAYS_USER_DEFINED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 
 # Per vocabulary kind: default special ids and whether BOS/EOS and a leading space are added.
 _KIND_DEFAULTS = {
@@ -47,6 +73,7 @@ _KIND_DEFAULTS = {
 BERT_SEP_DEFAULT = 102    # llama.cpp's WPM ends every text it adds special tokens to with this (or the file's sep)
 
 _WORD_CACHE_LIMIT = 200_000
+_ASCII_SPACE = " \t\n\v\f\r"      # C's isspace, which llama.cpp's strip attributes test
 
 
 class TokenizerError(ValueError):
@@ -208,15 +235,31 @@ class Tokenizer:
         self.sep_id = special("seperator_token_id", BERT_SEP_DEFAULT if self.kind == "bert" else None)
         self.unk_id = special("unknown_token_id", defaults["unk"])
         self.pad_id = special("padding_token_id")
-        self.eot_id = special("eot_token_id")
-        if self.eot_id is None:
-            self.eot_id = next((self.vocab[t] for t in EOT_TEXTS if t in self.vocab), None)
-        self.eog_ids = {self.vocab[t] for t in EOG_TEXTS if t in self.vocab}
-        self.eog_ids |= {i for i in (self.eos_id, self.eot_id, special("eom_token_id")) if i is not None}
-        for token_id in self.eog_ids | ({self.eot_id} - {None}):
-            self.token_types[token_id] = CONTROL   # llama.cpp overrides these to control tokens
+        self.special_ids = {}                      # eot, eom, fim_pre ... -> token id
+        for kind, texts in SPECIAL_TEXTS.items():
+            token_id = special(f"{kind}_token_id")
+            if token_id is None:
+                token_id = next((self.vocab[t] for t in texts if t in self.vocab), None)
+                if token_id is not None:
+                    self.token_types[token_id] = CONTROL
+            if token_id is not None:
+                self.special_ids[kind] = token_id
+        self.eot_id = self.special_ids.get("eot")
+        self.eog_ids = {self.special_ids[k] for k in EOG_KINDS if k in self.special_ids}
+        for token_id in (self.vocab[t] for t in EOG_TEXTS if t in self.vocab):
+            self.eog_ids.add(token_id)
+            self.token_types[token_id] = CONTROL
+        self.eog_ids |= {self.eos_id} - {None}
+        for groups, text, token_type in EOG_EXCEPTIONS:
+            eog_texts = {self.tokens[i] for i in self.eog_ids}
+            if text in eog_texts and any(all(t in eog_texts for t in group) for group in groups):
+                self.eog_ids.discard(self.vocab[text])
+                self.token_types[self.vocab[text]] = token_type
+        for token_id in (self.vocab[t] for t in ALWAYS_USER_DEFINED if t in self.vocab):
+            self.token_types[token_id] = USER_DEFINED
 
         self.chat_template = get("tokenizer.chat_template")
+        self._lstrip, self._rstrip = self._strip_attributes(get("general.name") or "", get("general.architecture") or "")
         self._matchers: dict = {}
         self._pieces: dict = {}
         self._words: dict = {}
@@ -240,6 +283,20 @@ class Tokenizer:
             self._negated_scores = dict(zip(self.tokens, (-self.scores).tolist()))
             self._spm_split = self._spm_splitter()
             self._encode_text = self._encode_spm
+
+    def _strip_attributes(self, model_name, architecture):
+        """Token ids that swallow the whitespace to their left (lstrip) and right (rstrip): llama.cpp sets these
+        by model name (llama_vocab::impl::load), mirroring the tokenizers' added-token flags."""
+        ids = self.vocab.get
+        name = model_name.lower()
+        if self.pre in ("jina-v2-de", "jina-v2-es", "jina-v2-code") or architecture in ("nomic-bert-moe", "jina-bert-v3"):
+            return {ids("<mask>")} - {None}, set()
+        if "phi-3" in name or "phi3" in name:
+            special = set(np.nonzero(np.isin(self.token_types, (CONTROL, USER_DEFINED, UNKNOWN)))[0].tolist())
+            return set(), (special | {ids("</s>")}) - {ids("<unk>"), ids("<s>"), ids("<|endoftext|>"), None}
+        if "modern-bert" in name:
+            return {ids("[MASK]")} - {None}, set()
+        return set(), set()
 
     @classmethod
     def from_gguf(cls, source) -> "Tokenizer":
@@ -283,7 +340,8 @@ class Tokenizer:
         return ids
 
     def _fragments(self, text, parse_special):
-        """Text pieces (str) and special tokens (int), leftmost-longest special match first."""
+        """Text pieces (str) and special tokens (int), leftmost-longest special match first; a token with a
+        strip attribute takes the ASCII whitespace beside it out of its neighbouring piece."""
         if not text:
             return []
         matcher = self._special_matcher(parse_special)
@@ -291,10 +349,17 @@ class Tokenizer:
             return [text]
         fragments, position = [], 0
         for match in matcher.finditer(text):
-            if match.start() > position:
-                fragments.append(text[position:match.start()])
-            fragments.append(self.vocab[match.group()])
+            token_id = self.vocab[match.group()]
+            piece = text[position:match.start()]
+            if token_id in self._lstrip:
+                piece = piece.rstrip(_ASCII_SPACE)
+            if piece:
+                fragments.append(piece)
+            fragments.append(token_id)
             position = match.end()
+            if token_id in self._rstrip:
+                while position < len(text) and text[position] in _ASCII_SPACE:
+                    position += 1
         if position < len(text):
             fragments.append(text[position:])
         return fragments

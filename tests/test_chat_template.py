@@ -1,5 +1,7 @@
-"""Chat templates: equal to transformers' apply_chat_template, sandboxed, built-in fallbacks."""
+"""Chat templates: equal to transformers' apply_chat_template (SmolLM2's, the built-ins, and the Qwen3, Phi-3.5,
+Gemma 2 and Mistral Nemo templates llama.cpp ships), sandboxed, built-in fallbacks."""
 import json
+import re
 
 import pytest
 
@@ -15,6 +17,10 @@ RECORDED = json.loads((DATA / "chat-template-cases.json").read_text())
                                                               f"{'gen' if c['add_generation_prompt'] else 'nogen'}")
 def test_renders_like_transformers(case):
     template = ChatTemplate(RECORDED["templates"][case["template"]], case["bos_token"], case["eos_token"])
+    if "error" in case:                 # the template refused the conversation in transformers too
+        with pytest.raises(ChatTemplateError, match=re.escape(case["error"])):
+            template.render(case["messages"], add_generation_prompt=case["add_generation_prompt"])
+        return
     assert template.render(case["messages"], add_generation_prompt=case["add_generation_prompt"]) == \
         case["expected"]
 
@@ -57,3 +63,4 @@ def test_builtin_template_chosen_by_architecture(gemma3_path):
     prompt = template.render([{"role": "user", "content": "Hi"}])
     assert prompt == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
     assert ChatTemplate.for_model(_FakeTokenizer(), "llama").name == "chatml"
+    assert ChatTemplate.for_model(_FakeTokenizer(), "phi3").name == "phi3"    # as llama.cpp formats Phi-3

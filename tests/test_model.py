@@ -52,8 +52,9 @@ def test_missing_tensor_is_named(tmp_path, smollm_gguf):
 
 
 def test_unsupported_architecture_is_named(tmp_path, smollm_gguf):
-    path = build_tiny_llama(tmp_path / "tiny.gguf", smollm_gguf, arch="qwen3")
-    with pytest.raises(ModelError, match=r"architecture 'qwen3' is not supported \(nibble runs: gemma3, llama, qwen2\)"):
+    path = build_tiny_llama(tmp_path / "tiny.gguf", smollm_gguf, arch="falcon")
+    with pytest.raises(ModelError, match=r"architecture 'falcon' is not supported \(nibble runs: bert, gemma2, gemma3, llama, "
+                                         r"phi3, qwen2, qwen3\)"):
         Model(path)
 
 

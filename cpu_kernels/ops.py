@@ -71,6 +71,19 @@ def add_rms_norm(residual, delta, weight, eps, out):
             out[t, i] = row[i] * scale * weight[i]
 
 
+@njit(inline="always", cache=True)
+def _mean_and_inverse_deviation(row, total, eps):
+    """LayerNorm's mean and 1/sqrt(variance + eps) of a row whose sum is `total` (a second pass, as
+    ggml_norm takes it)."""
+    d = row.size
+    mean = total / d
+    squares = 0.0
+    for i in range(d):
+        centred = row[i] - mean
+        squares += centred * centred
+    return mean, 1.0 / np.sqrt(squares / d + eps)
+
+
 @rowwise
 def layer_norm(x, weight, bias, eps, out):
     """x (n, d) -> out (n, d) = (x - mean) / sqrt(var + eps) * weight + bias (BERT's LayerNorm); sums in
@@ -81,12 +94,7 @@ def layer_norm(x, weight, bias, eps, out):
         total = 0.0
         for i in range(d):
             total += row[i]
-        mean = total / d
-        squares = 0.0
-        for i in range(d):
-            centred = row[i] - mean
-            squares += centred * centred
-        scale = 1.0 / np.sqrt(squares / d + eps)
+        mean, scale = _mean_and_inverse_deviation(row, total, eps)
         for i in range(d):
             out[t, i] = F32((row[i] - mean) * scale) * weight[i] + bias[i]
 
@@ -103,12 +111,7 @@ def add_layer_norm(residual, delta, weight, bias, eps):
             v = row[i] + delta[t, i]
             row[i] = v
             total += v
-        mean = total / d
-        squares = 0.0
-        for i in range(d):
-            centred = row[i] - mean
-            squares += centred * centred
-        scale = 1.0 / np.sqrt(squares / d + eps)
+        mean, scale = _mean_and_inverse_deviation(row, total, eps)
         for i in range(d):
             row[i] = F32((row[i] - mean) * scale) * weight[i] + bias[i]
 

@@ -207,12 +207,7 @@ def _tokenizer_json_vocab(folder, config, tj):
     if model.get("type") != "BPE":
         raise ConvertError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; nibble converts BPE and "
                            "WordPiece tokenizers (tokenizer.json) and SentencePiece ones (tokenizer.model)")
-    vocab = dict(model["vocab"])
-    added = {t["id"]: t for t in tj.get("added_tokens", [])}
-    for t in added.values():
-        vocab.setdefault(t["content"], t["id"])
-    n_vocab = max(int(config.get("vocab_size") or 0), max(vocab.values()) + 1)
-    by_id = {i: text for text, i in vocab.items()}
+    added, n_vocab, by_id = _tokens_by_id(model["vocab"], config, tj)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     spm_style = model.get("byte_fallback") or "▁" in json.dumps(tj.get("normalizer") or {}, ensure_ascii=False)
     tokens, types = [], []
@@ -245,15 +240,21 @@ def _tokenizer_json_vocab(folder, config, tj):
     return Vocab("gpt2", _pre_tokenizer_name(folder), tokens, types, merges=merges)
 
 
-def _wordpiece_vocab(folder, config, tj):
-    """A BERT vocabulary as llama.cpp's converter writes it: "##" continuations lose their prefix, every other
-    token but the special ones gains a leading "▁" (its WPM tokenizer puts one before each word)."""
-    vocab = dict(tj["model"]["vocab"])
+def _tokens_by_id(model_vocab, config, tj):
+    """tokenizer.json's added tokens by id, the vocabulary size (config's, when it pads the matrix) and
+    every token's text by id."""
+    vocab = dict(model_vocab)
     added = {t["id"]: t for t in tj.get("added_tokens", [])}
     for t in added.values():
         vocab.setdefault(t["content"], t["id"])
     n_vocab = max(int(config.get("vocab_size") or 0), max(vocab.values()) + 1)
-    by_id = {i: text for text, i in vocab.items()}
+    return added, n_vocab, {i: text for text, i in vocab.items()}
+
+
+def _wordpiece_vocab(folder, config, tj):
+    """A BERT vocabulary as llama.cpp's converter writes it: "##" continuations lose their prefix, every other
+    token but the special ones gains a leading "▁" (its WPM tokenizer puts one before each word)."""
+    added, n_vocab, by_id = _tokens_by_id(tj["model"]["vocab"], config, tj)
     tokens, types = [], []
     for i in range(n_vocab):
         text = by_id.get(i)

@@ -9,26 +9,69 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+import warnings
 from typing import Iterator
 
 import numpy as np
+
+from cpu_kernels import set_threads
 
 from .chat_template import ChatTemplate
 from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
                          completion_chunk, completion_response, new_meta, shared_prefix, text_prompt_tokens)
 from .embedding import embed_tokens, pooling_type as parse_pooling_type
-from .model import load_model
+from .model import VocabOnly, load_model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
 
-# llama-cpp-python arguments that only matter on other hardware or for features nibble does not have;
-# accepted so that code written for llama-cpp-python runs unchanged.
-_IGNORED_ARGUMENTS = {"n_gpu_layers", "split_mode", "main_gpu", "tensor_split", "use_mmap", "use_mlock",
-                      "vocab_only", "rpc_servers", "kv_overrides", "n_ubatch", "n_threads_batch",
-                      "rope_scaling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
-                      "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx",
-                      "offload_kqv", "flash_attn", "no_perf", "last_n_tokens_size", "lora_base", "lora_scale",
-                      "lora_path", "numa", "chat_handler", "draft_model", "tokenizer", "type_v", "spm_infill",
-                      "model_params", "context_params"}
+# llama-cpp-python 0.3's constructor arguments that change nothing in nibble: name -> (the value that asks
+# for nothing, why). Another value warns once per process. f16_kv and n_parts are older llama-cpp-python's,
+# which LangChain still passes.
+_WITHOUT_EFFECT = {
+    "n_gpu_layers": (0, "nibble runs on the CPU"), "split_mode": (1, "nibble runs on the CPU"),
+    "main_gpu": (0, "nibble runs on the CPU"), "tensor_split": (None, "nibble runs on the CPU"),
+    "offload_kqv": (True, "nibble runs on the CPU"), "op_offload": (None, "nibble runs on the CPU"),
+    "rpc_servers": (None, "nibble runs in this process"),
+    "use_mlock": (False, "nibble does not lock the model in RAM"),
+    "use_mmap": (True, "nibble always maps the file read-only and packs the weights once"),
+    "numa": (False, "nibble does not place threads by NUMA node"),
+    "n_ubatch": (512, "n_batch tokens go through the kernels at once"),
+    "flash_attn": (False, "nibble's attention kernels are always fused"),
+    "swa_full": (None, "sliding-window layers keep their window only"),
+    "no_perf": (False, "nibble keeps no performance counters"),
+    "attention_type": (-1, "decoders attend causally and encoders both ways, as their files say"),
+    "rope_scaling_type": (-1, "RoPE scaling comes from the file"),
+    "yarn_ext_factor": (-1.0, "YaRN is not supported"), "yarn_attn_factor": (1.0, "YaRN is not supported"),
+    "yarn_beta_fast": (32.0, "YaRN is not supported"), "yarn_beta_slow": (1.0, "YaRN is not supported"),
+    "yarn_orig_ctx": (0, "YaRN is not supported"),
+    "spm_infill": (False, "fill-in-the-middle is not supported yet"),
+    "draft_model": (None, "speculative decoding is not supported yet"),
+    "chat_handler": (None, "chat templates are rendered by nibble (chat_format picks a built-in one)"),
+    "tokenizer": (None, "nibble tokenizes with the file's vocabulary"),
+    "lora_base": (None, "LoRA adapters are not supported yet"), "lora_scale": (1.0, "LoRA adapters are not supported yet"),
+    "f16_kv": (True, "an argument of older llama-cpp-python: type_k and type_v say this now"),
+    "n_parts": (-1, "an argument of older llama-cpp-python, without meaning since GGUF"),
+}
+# Arguments whose request nibble cannot carry out: another value than this refuses to load.
+_REFUSED = {"lora_path": (None, "LoRA adapters (lora_path) are not supported by nibble yet"),
+            "kv_overrides": (None, "kv_overrides is not supported by nibble yet: write the keys into the file "
+                                   "(gguf_io.GGUFWriter)")}
+_warned: set[str] = set()
+
+
+def _check_arguments(kwargs):
+    """Refuse unknown names and requests nibble cannot honor; warn once about arguments without effect."""
+    unknown = set(kwargs) - set(_WITHOUT_EFFECT) - set(_REFUSED)
+    if unknown:
+        raise TypeError(f"Llama() got unexpected argument(s): {', '.join(sorted(unknown))}")
+    for name, value in kwargs.items():
+        if name in _REFUSED and value not in (_REFUSED[name][0], {}, ""):
+            raise ValueError(_REFUSED[name][1])
+        if name in _WITHOUT_EFFECT and value is not None and value != _WITHOUT_EFFECT[name][0] \
+                and name not in _warned:
+            _warned.add(name)
+            warnings.warn(f"Llama({name}={value!r}) has no effect: {_WITHOUT_EFFECT[name][1]}", stacklevel=3)
+
+
 _CACHE_TYPES = {None: "f16", 1: "f16", 0: "f32", "f16": "f16", "f32": "f32"}
 
 
@@ -40,32 +83,44 @@ class Llama:
     """A model file loaded for generation. See llama-cpp-python's documentation for the arguments."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_batch: int = 512, n_threads: int | None = None,
-                 seed: int = DEFAULT_SEED, logits_all: bool = False, verbose: bool = True,
-                 chat_format: str | None = None, type_k=None, embedding: bool = False, pooling_type: int = -1,
-                 **kwargs):
-        unknown = set(kwargs) - _IGNORED_ARGUMENTS
-        if unknown:
-            raise TypeError(f"Llama() got unexpected argument(s): {', '.join(sorted(unknown))}")
-        if type_k not in _CACHE_TYPES:
-            raise ValueError(f"type_k must be f16 or f32, got {type_k!r}")
+                 n_threads_batch: int | None = None, seed: int = DEFAULT_SEED, rope_freq_base: float = 0.0,
+                 rope_freq_scale: float = 0.0, logits_all: bool = False, vocab_only: bool = False,
+                 embedding: bool = False, pooling_type: int = -1, last_n_tokens_size: int = 64,
+                 type_k=None, type_v=None, chat_format: str | None = None, verbose: bool = True, **kwargs):
+        _check_arguments(kwargs)
+        for name, cache_type in (("type_k", type_k), ("type_v", type_v)):
+            if cache_type not in _CACHE_TYPES:
+                raise ValueError(f"{name} must be f16 (1) or f32 (0), got {cache_type!r}")
+        if _CACHE_TYPES[type_v] != _CACHE_TYPES[type_k]:
+            raise ValueError("nibble keeps keys and values in one type: give type_v equal to type_k")
         if n_batch < 1:
             raise ValueError(f"n_batch must be at least 1, got {n_batch}")
+        if last_n_tokens_size < 0:
+            raise ValueError(f"last_n_tokens_size must be 0 or more, got {last_n_tokens_size}")
         self._pooling = parse_pooling_type(pooling_type)
         started = time.perf_counter()
         self.model_path = str(model_path)
         self.verbose = verbose
         self.embedding = bool(embedding)
-        self._model = load_model(model_path, n_threads=n_threads)
+        self.last_n_tokens_size = int(last_n_tokens_size)
+        self._model = (VocabOnly if vocab_only else load_model)(model_path, n_threads=n_threads)
+        if rope_freq_base or rope_freq_scale:
+            if self._model.is_encoder:
+                raise ValueError(f"rope_freq_base/rope_freq_scale: {self._model.arch_name} has learned positions, "
+                                 "not RoPE")
+            self._model.override_rope(rope_freq_base, rope_freq_scale)
         self.tokenizer_ = self._model.tokenizer
         self.metadata = {k: v for k, v in self._model.gguf.metadata.items() if not isinstance(v, (list, np.ndarray))}
         n_ctx = n_ctx or self._model.hp.n_ctx_train or 2048
         self._n_ctx, self.n_batch, self.n_threads = int(n_ctx), int(n_batch), self._model.n_threads
+        self.n_threads_batch = set_threads(n_threads_batch or self.n_threads)   # checked here, not at eval
+        set_threads(self.n_threads)
         self._seed = seed
         self.logits_all = logits_all
         self._input_ids = np.zeros(self._n_ctx, np.int64)
         self._last_logits = None
         self.chat_format = chat_format
-        if self._model.is_encoder:   # embeddings only: no KV cache, logits or chat template
+        if self._model.is_encoder or vocab_only:   # no KV cache, logits or chat template
             self._cache = self._chat_template = None
             self.scores = np.empty((0, self._model.hp.n_vocab), np.float32)
         else:
@@ -74,8 +129,8 @@ class Llama:
             self._chat_template = ChatTemplate.for_model(self.tokenizer_, self._model.arch_name, chat_format)
         if verbose:
             print(f"nibble: loaded {self.model_path} ({self._model.arch_name}, {self._model.hp.n_layer} layers, "
-                  f"n_ctx={self._n_ctx}, {self.n_threads} threads) in {time.perf_counter() - started:.2f} s",
-                  file=sys.stderr)
+                  f"n_ctx={self._n_ctx}, {self.n_threads} threads{', vocabulary only' if vocab_only else ''}) "
+                  f"in {time.perf_counter() - started:.2f} s", file=sys.stderr)
 
     # ---- state ----
 
@@ -120,6 +175,9 @@ class Llama:
         self._last_logits = None
 
     def _require_decoder(self):
+        if self._cache is None and not self._model.is_encoder:
+            raise ValueError(f"{self.model_path} was loaded with vocab_only=True: it tokenizes, but has no "
+                             "weights to run")
         if self._model.is_encoder:
             raise ValueError(f"{self.model_path} is an encoder ({self._model.arch_name}): it makes embeddings, not "
                              "text; call embed() or create_embedding()")
@@ -151,6 +209,8 @@ class Llama:
         for start in range(0, len(tokens), self.n_batch):
             batch = tokens[start:start + self.n_batch]
             past = self.n_tokens
+            if self.n_threads_batch != self.n_threads:       # prompts on n_threads_batch, tokens on n_threads
+                set_threads(self.n_threads_batch if len(batch) > 1 else self.n_threads)
             logits = self._model.forward(batch, self._cache, all_logits=self.logits_all)
             self._input_ids[past:past + len(batch)] = batch
             if self.logits_all:
@@ -200,7 +260,7 @@ class Llama:
         if typical_p != 1.0:
             raise NotImplementedError("typical_p is not supported by nibble yet")
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                  repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                                  repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
                                   logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
         prompt_tokens = text_prompt_tokens(self.tokenizer_, prompt)

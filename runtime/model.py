@@ -17,8 +17,9 @@ RoPE, attention, gates, the residual stream) is float32.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -281,6 +282,30 @@ class _Workspace:
         self.prepared = {}   # activation layouts for the kernels, refilled while the row count stays
 
 
+class VocabOnly:
+    """A model file's vocabulary and metadata without its weights (llama-cpp-python's vocab_only=True):
+    enough to tokenize, count tokens and read the metadata."""
+
+    is_encoder = False
+
+    def __init__(self, path, n_threads: int | None = None):
+        self.path = Path(path)
+        self.n_threads = K.set_threads(n_threads)
+        self.gguf = open_gguf(self.path)
+        self.arch_name = self.gguf.metadata.get("general.architecture")
+        self.tokenizer = Tokenizer(self.gguf.metadata)
+        meta = self.gguf.metadata
+        self.hp = SimpleNamespace(n_vocab=self.tokenizer.n_vocab, **{
+            field: int(meta.get(f"{self.arch_name}.{key}", 0)) for field, key in (
+                ("n_layer", "block_count"), ("n_embd", "embedding_length"), ("n_ctx_train", "context_length"))})
+
+    def override_rope(self, freq_base=0.0, freq_scale=0.0):
+        """Nothing to change: there are no weights to run."""
+
+    def close(self):
+        self.gguf.close()
+
+
 def load_model(path, n_threads: int | None = None):
     """The model in a GGUF file: a decoder (Model) or, for an encoder architecture (BERT), an EncoderModel."""
     from .encoder import ENCODER_ARCHITECTURES, EncoderModel
@@ -524,6 +549,12 @@ class Model:
         K.store_kv(cache.k[i], cache.v[i], slots, k3, v3)
         _batch_attention(q3, cache.k[i][:, :n_slots], cache.v[i][:, :n_slots], positions,
                          slot_pos[:n_slots], scale, window, softcap, out)
+
+    def override_rope(self, freq_base=0.0, freq_scale=0.0):
+        """Replace the file's RoPE base frequency and position scale (0 keeps the file's), as llama.cpp's
+        rope_freq_base/rope_freq_scale context parameters do; sliding layers keep their own base."""
+        self.hp = replace(self.hp, rope_base=float(freq_base or self.hp.rope_base),
+                          rope_freq_scale=float(freq_scale or self.hp.rope_freq_scale))
 
     def _rope_tables(self, positions, n_ctx):
         """cos/sin for global layers (False) and sliding-window layers (True). Files with long and short RoPE

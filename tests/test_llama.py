@@ -1,7 +1,10 @@
 """runtime.Llama: llama-cpp-python's API on SmolLM2, sampling, stop strings, prefix reuse, context limits."""
+import warnings
+
 import numpy as np
 import pytest
 
+import runtime.llama as llama_module
 from runtime import ContextFullError, Llama
 from runtime.completion import _longest_stop_prefix
 from runtime.sampling import Sampler, SamplingParams
@@ -129,6 +132,88 @@ def test_eval_scores_and_reset(smollm2_path):
 def test_unknown_argument_is_a_clear_error(smollm2_path):
     with pytest.raises(TypeError, match="unexpected argument.*n_cxt"):
         Llama(model_path=str(smollm2_path), n_cxt=100)
+
+
+# ---- llama-cpp-python's constructor arguments ----
+
+def test_langchain_arguments_load_without_a_word(smollm2_path):
+    """What langchain-community's LlamaCpp passes by default, older llama-cpp-python's f16_kv and n_parts
+    among them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Llama(model_path=str(smollm2_path), rope_freq_scale=1.0, rope_freq_base=10000.0, lora_base=None,
+              lora_path=None, n_ctx=512, n_parts=-1, seed=-1, f16_kv=True, logits_all=False, vocab_only=False,
+              use_mlock=False, n_threads=None, n_batch=8, use_mmap=True, last_n_tokens_size=64, verbose=False)
+
+
+def test_arguments_without_effect_warn_once(smollm2_path, monkeypatch):
+    monkeypatch.setattr(llama_module, "_warned", set())
+    with pytest.warns(UserWarning, match=r"Llama\(n_gpu_layers=-1\) has no effect: nibble runs on the CPU"):
+        Llama(model_path=str(smollm2_path), n_gpu_layers=-1, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Llama(model_path=str(smollm2_path), n_gpu_layers=-1, verbose=False)
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (dict(lora_path="adapter.gguf"), "LoRA adapters"),
+    (dict(kv_overrides={"llama.context_length": 8}), "kv_overrides"),
+    (dict(type_k=1, type_v=0), "one type"),
+    (dict(type_k=8), "type_k must be f16"),
+    (dict(n_threads_batch=1000), "n_threads=1000"),
+])
+def test_requests_nibble_cannot_honor_are_refused(smollm2_path, arguments, error):
+    with pytest.raises(ValueError, match=error):
+        Llama(model_path=str(smollm2_path), verbose=False, **arguments)
+
+
+def test_vocab_only_tokenizes_without_weights(smollm2_path, llm):
+    vocab = Llama(model_path=str(smollm2_path), vocab_only=True, verbose=False)
+    assert vocab.tokenize(b"Hello, world") == llm.tokenize(b"Hello, world")
+    assert vocab.n_vocab() == llm.n_vocab() and vocab.metadata["general.architecture"] == "llama"
+    with pytest.raises(ValueError, match="vocab_only=True"):
+        vocab("Hello", max_tokens=2)
+
+
+def test_rope_frequency_overrides(smollm2_path, llm):
+    prompt = llm.tokenize(b"The quick brown fox jumps over the lazy dog")
+    def logits(**rope):
+        model = Llama(model_path=str(smollm2_path), logits_all=True, verbose=False, **rope)
+        model.eval(prompt)
+        return model.scores[:len(prompt)].copy(), model._model.hp
+    base, hp = logits()
+    same, _ = logits(rope_freq_base=hp.rope_base, rope_freq_scale=1.0)
+    assert np.array_equal(base, same)
+    faster, faster_hp = logits(rope_freq_base=hp.rope_base / 4)
+    scaled, scaled_hp = logits(rope_freq_scale=0.5)
+    assert faster_hp.rope_base == hp.rope_base / 4 and scaled_hp.rope_freq_scale == 0.5
+    assert np.array_equal(base[0], faster[0]) and np.array_equal(base[0], scaled[0])   # position 0 turns by 0
+    assert np.abs(base[1:] - faster[1:]).max() > 0.1 and np.abs(base[1:] - scaled[1:]).max() > 0.1
+
+
+def test_last_n_tokens_size_is_the_penalty_window(smollm2_path):
+    def text(last_n, repeat_penalty):
+        model = Llama(model_path=str(smollm2_path), last_n_tokens_size=last_n, verbose=False)
+        return model("1, 2, 1, 2, 1, 2, 1, 2,", max_tokens=16, temperature=0,
+                     repeat_penalty=repeat_penalty)["choices"][0]["text"]
+    plain = text(64, 1.0)
+    assert text(0, 1.5) == plain and text(64, 1.5) != plain
+
+
+def test_prompts_on_n_threads_batch(smollm2_path, llm, monkeypatch):
+    """A prompt runs on n_threads_batch threads and a generated token on n_threads; the logits stay."""
+    from cpu_kernels import set_threads
+    prompt = llm.tokenize(b"Counting threads changes who adds, not what is added")
+    one = Llama(model_path=str(smollm2_path), n_threads=2, n_threads_batch=1, verbose=False)
+    calls = []
+    monkeypatch.setattr(llama_module, "set_threads", lambda n: calls.append(n) or set_threads(n))
+    one.eval(prompt)
+    after_prompt = one.scores[0].copy()
+    one.eval([42])
+    assert calls == [1, 2]
+    llm.reset()
+    llm.eval(prompt)
+    assert np.allclose(after_prompt, llm.scores[0], atol=1e-4)
 
 
 # ---- sampling on synthetic logits ----

@@ -10,6 +10,7 @@ import itertools
 import sys
 import time
 import warnings
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
@@ -75,6 +76,22 @@ def _check_arguments(kwargs):
 _CACHE_TYPES = {None: "f16", 1: "f16", 0: "f32", "f16": "f16", "f32": "f32"}
 
 
+# Sampling arguments of llama-cpp-python's create_* calls that nibble cannot carry out yet (a request for one
+# raises); the others there (mirostat off, tfs_z 1, ...) ask for nothing and pass.
+_UNSUPPORTED_CALL_ARGUMENTS = {"grammar": None, "mirostat_mode": 0, "logits_processor": None,
+                               "stopping_criteria": None, "top_logprobs": None, "logprobs": None}
+_NEUTRAL_CALL_ARGUMENTS = {"tfs_z": 1.0, "mirostat_tau": 5.0, "mirostat_eta": 0.1}
+
+
+def _refuse_unsupported(kwargs):
+    for name, value in kwargs.items():
+        if name in _UNSUPPORTED_CALL_ARGUMENTS:
+            if value not in (_UNSUPPORTED_CALL_ARGUMENTS[name], False):
+                raise NotImplementedError(f"{name} is not supported by nibble yet")
+        elif name not in _NEUTRAL_CALL_ARGUMENTS:
+            raise TypeError(f"unexpected argument {name!r}")
+
+
 class ContextFullError(ValueError):
     """The prompt, or prompt plus what is asked for, does not fit the context window."""
 
@@ -120,6 +137,12 @@ class Llama:
         self._input_ids = np.zeros(self._n_ctx, np.int64)
         self._last_logits = None
         self.chat_format = chat_format
+        # llama-cpp-python's parameter structs, read by integrations (llama-index: context_params.n_ctx)
+        self.context_params = SimpleNamespace(n_ctx=self._n_ctx, n_batch=self.n_batch, n_ubatch=self.n_batch,
+                                              n_threads=self.n_threads, n_threads_batch=self.n_threads_batch,
+                                              embeddings=self.embedding, pooling_type=pooling_type)
+        self.model_params = SimpleNamespace(vocab_only=bool(vocab_only), use_mmap=True, use_mlock=False,
+                                            n_gpu_layers=0)
         if self._model.is_encoder or vocab_only:   # no KV cache, logits or chat template
             self._cache = self._chat_template = None
             self.scores = np.empty((0, self._model.hp.n_vocab), np.float32)
@@ -255,6 +278,7 @@ class Llama:
                           stream: bool = False, seed: int | None = None, logit_bias=None, model=None, **kwargs):
         """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
         self._require_decoder()
+        _refuse_unsupported(kwargs)
         if suffix is not None or logprobs is not None:
             raise NotImplementedError("suffix and logprobs are not supported by nibble yet")
         if typical_p != 1.0:
@@ -306,6 +330,7 @@ class Llama:
                                model=None, **kwargs):
         """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
         self._require_decoder()
+        _refuse_unsupported(kwargs)
         if functions or tools or response_format:
             raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
         prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, messages)

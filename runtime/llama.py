@@ -281,10 +281,8 @@ class Llama:
         _refuse_unsupported(kwargs)
         if suffix is not None or logprobs is not None:
             raise NotImplementedError("suffix and logprobs are not supported by nibble yet")
-        if typical_p != 1.0:
-            raise NotImplementedError("typical_p is not supported by nibble yet")
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                  repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
+                                  typical_p=typical_p, repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
                                   logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
         prompt_tokens = text_prompt_tokens(self.tokenizer_, prompt)

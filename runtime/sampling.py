@@ -1,7 +1,8 @@
 """Choosing the next token from logits, in llama-cpp-python's order.
 
 logit bias -> repeat/frequency/presence penalties over the last `penalty_last_n` tokens -> then either
-greedy (temperature <= 0) or top-k -> top-p -> min-p -> temperature -> a draw from a seeded generator.
+greedy (temperature <= 0) or top-k -> typical -> top-p -> min-p -> temperature -> a draw from a seeded
+generator.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class SamplingParams:
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
+    typical_p: float = 1.0
     repeat_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
@@ -29,8 +31,9 @@ class SamplingParams:
 
     def check(self):
         """One clear error for a value llama.cpp would reject or misread."""
-        if self.top_p < 0 or self.top_p > 1 or self.min_p < 0 or self.min_p > 1:
-            raise ValueError(f"top_p and min_p must be within [0, 1], got top_p={self.top_p}, min_p={self.min_p}")
+        if not all(0 <= value <= 1 for value in (self.top_p, self.min_p, self.typical_p)):
+            raise ValueError(f"top_p, min_p and typical_p must be within [0, 1], got top_p={self.top_p}, "
+                             f"min_p={self.min_p}, typical_p={self.typical_p}")
         if self.repeat_penalty <= 0:
             raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty}")
         return self
@@ -54,6 +57,8 @@ class Sampler:
             return int(np.argmax(logits))
         ids = K.top_k(logits, p.top_k) if 0 < p.top_k < logits.size else np.argsort(-logits, kind="stable")
         values = logits[ids].astype(np.float64)
+        if p.typical_p < 1.0:
+            ids, values = _typical(ids, values, p.typical_p)
         probs = _softmax(values)
         if p.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
@@ -63,6 +68,18 @@ class Sampler:
             ids, values = ids[keep], values[keep]
         probs = _softmax(values / p.temperature)
         return int(ids[self.rng.choice(len(ids), p=probs)])
+
+
+def _typical(ids, values, typical_p):
+    """Locally typical sampling (llama.cpp's typical sampler, min_keep 1): keep the tokens whose surprise is
+    closest to the distribution's entropy until their probability passes typical_p; back in logit order."""
+    probs = _softmax(values)
+    surprise = -np.log(np.maximum(probs, np.finfo(np.float64).tiny))
+    entropy = float(np.sum(probs * surprise))
+    order = np.argsort(np.abs(surprise - entropy), kind="stable")
+    passed = np.nonzero(np.cumsum(probs[order]) > typical_p)[0]
+    kept = np.sort(order[:passed[0] + 1 if passed.size else order.size])    # ids came sorted by logit
+    return ids[kept], values[kept]
 
 
 def _apply_penalties(logits, recent, p):

@@ -237,6 +237,22 @@ def test_greedy_top_k_top_p_min_p():
     assert hot[3] > full[3] * 2
 
 
+def test_typical_keeps_the_tokens_nearest_the_entropy():
+    # entropy 1.142 nats; surprises 0.69, 1.20, 1.90, 3.00: token 1 is the most typical, then token 0
+    assert draws(top_k=0, top_p=1, min_p=0, typical_p=0.2, temperature=1.0)[1] == 1.0
+    kept = draws(top_k=0, top_p=1, min_p=0, typical_p=0.5, temperature=1.0)
+    assert kept[2:].sum() == 0 and abs(kept[0] - 0.625) < 0.04          # 0.5 / (0.5 + 0.3)
+    assert draws(top_k=0, top_p=1, min_p=0, typical_p=0.99, temperature=1.0)[3] > 0
+
+
+def test_typical_p_in_completions(llm):
+    llm.reset()
+    out = llm("Once upon a time", max_tokens=8, typical_p=0.3, seed=3)
+    assert out["choices"][0]["text"] == llm("Once upon a time", max_tokens=8, typical_p=0.3, seed=3)["choices"][0]["text"]
+    with pytest.raises(ValueError, match="typical_p"):
+        llm("Once upon a time", max_tokens=8, typical_p=1.5)
+
+
 def test_penalties_follow_llama_cpp():
     logits = np.array([2.0, -2.0, 1.0], np.float32)
     p = SamplingParams(repeat_penalty=2.0, frequency_penalty=0.5, presence_penalty=0.25)
@@ -246,7 +262,7 @@ def test_penalties_follow_llama_cpp():
 
 
 def test_invalid_sampling_values_are_clear():
-    with pytest.raises(ValueError, match="top_p and min_p"):
+    with pytest.raises(ValueError, match="top_p, min_p and typical_p"):
         Sampler(SamplingParams(top_p=1.5))
 
 

@@ -112,8 +112,8 @@ def test_completion_equals_llama_streamed_and_not(client, llm):
     assert "".join(c.choices[0].text for c in streamed) == expected["choices"][0]["text"]
     echoed = client.completions.create(model="smollm2", prompt=prompt, echo=True, **options)
     assert echoed.choices[0].text == prompt + expected["choices"][0]["text"]
-    # sampling options beyond OpenAI's (llama-server's top_k, min_p, repeat_penalty) reach the sampler
-    extra = dict(top_k=5, min_p=0.1, repeat_penalty=1.3)
+    # sampling options beyond OpenAI's (llama-server's top_k, min_p, typical_p, repeat_penalty) reach the sampler
+    extra = dict(top_k=5, min_p=0.1, typical_p=0.6, repeat_penalty=1.3)
     with_extra = llm.create_completion(prompt, **options, **extra)
     reply = client.completions.create(model="smollm2", prompt=prompt, extra_body=extra, **options)
     assert reply.choices[0].text == with_extra["choices"][0]["text"]

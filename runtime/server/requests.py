@@ -73,6 +73,7 @@ COMMON_FIELDS = {
     "top_p": (_number, "a number", 0.95),
     "top_k": (_integer, "an integer", 40),
     "min_p": (_number, "a number", 0.05),
+    "typical_p": (_number, "a number", 1.0),
     "presence_penalty": (_number, "a number", 0.0),
     "frequency_penalty": (_number, "a number", 0.0),
     "repeat_penalty": (_number, "a number", 1.0),
@@ -126,7 +127,8 @@ def parse(body, table) -> GenerationRequest:
     try:
         sampling = SamplingParams(
             temperature=float(values["temperature"]), top_k=values["top_k"], top_p=float(values["top_p"]),
-            min_p=float(values["min_p"]), repeat_penalty=float(values["repeat_penalty"]),
+            min_p=float(values["min_p"]), typical_p=float(values["typical_p"]),
+            repeat_penalty=float(values["repeat_penalty"]),
             frequency_penalty=float(values["frequency_penalty"]), presence_penalty=float(values["presence_penalty"]),
             penalty_last_n=max(0, values["repeat_last_n"]),
             logit_bias={int(k): float(v) for k, v in (values["logit_bias"] or {}).items()}).check()

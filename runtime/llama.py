@@ -10,6 +10,7 @@ import itertools
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -90,6 +91,23 @@ def _refuse_unsupported(kwargs):
                 raise NotImplementedError(f"{name} is not supported by nibble yet")
         elif name not in _NEUTRAL_CALL_ARGUMENTS:
             raise TypeError(f"unexpected argument {name!r}")
+
+
+@dataclass
+class LlamaState:
+    """What save_state() keeps, as llama-cpp-python's class of the same name: the evaluated tokens, their
+    logits, the KV cache (`kv`, copies) and the seed. Picklable."""
+    input_ids: np.ndarray
+    scores: np.ndarray
+    n_tokens: int
+    seed: int
+    kv: tuple = ()
+    last_logits: np.ndarray | None = None
+
+    @property
+    def llama_state_size(self) -> int:
+        keys, values = self.kv[:2] if self.kv else ((), ())
+        return sum(a.nbytes for a in (*keys, *values))
 
 
 class ContextFullError(ValueError):
@@ -196,6 +214,26 @@ class Llama:
         if self._cache is not None:
             self._cache.truncate(0)
         self._last_logits = None
+
+    def save_state(self) -> LlamaState:
+        """The context as it is now (tokens, logits, KV cache), for load_state()."""
+        self._require_decoder()
+        return LlamaState(input_ids=self.input_ids.copy(), scores=self.scores.copy(), n_tokens=self.n_tokens,
+                          seed=self._seed, kv=self._cache.snapshot(),
+                          last_logits=None if self._last_logits is None else np.array(self._last_logits))
+
+    def load_state(self, state: LlamaState):
+        """Return to a saved context: the next call reuses its tokens as if they had just been evaluated."""
+        self._require_decoder()
+        if state.scores.shape != self.scores.shape:
+            raise ValueError(f"the saved state has {state.scores.shape[0]} rows of logits for {state.scores.shape[1]} "
+                             f"tokens; this Llama keeps {self.scores.shape[0]} for {self.scores.shape[1]} "
+                             "(load it into a Llama of the same model, n_ctx and logits_all)")
+        self._cache.restore(state.kv)
+        self._input_ids[:state.n_tokens] = state.input_ids
+        self.scores[...] = state.scores
+        self._last_logits = None if state.last_logits is None else np.array(state.last_logits)
+        self._seed = state.seed
 
     def _require_decoder(self):
         if self._cache is None and not self._model.is_encoder:

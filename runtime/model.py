@@ -231,6 +231,20 @@ class KVCache:
     def nbytes(self):
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
 
+    def snapshot(self) -> tuple:
+        """Copies of what the cache holds (keys, values, slot positions, token count), for restore()."""
+        return ([k.copy() for k in self.k], [v.copy() for v in self.v], self.linear_pos.copy(),
+                self.ring_pos.copy(), self.n_tokens)
+
+    def restore(self, snapshot: tuple):
+        """Put back what snapshot() took, from this cache or one of the same model and size."""
+        keys, values, linear_pos, ring_pos, n_tokens = snapshot
+        if [k.shape for k in keys] != [k.shape for k in self.k] or [v.dtype for v in values] != [v.dtype for v in self.v]:
+            raise ValueError("the saved state is from a model or context of another size")
+        for saved, mine in zip(keys + values, self.k + self.v):
+            mine[...] = saved
+        self.linear_pos[...], self.ring_pos[...], self.n_tokens = linear_pos, ring_pos, n_tokens
+
     def truncate(self, n_tokens: int) -> int:
         """Forget positions >= n_tokens; returns how many are kept. A ring that has already overwritten
         keys which position n_tokens needs cannot go back there: then everything is forgotten."""

@@ -1,4 +1,5 @@
 """runtime.Llama: llama-cpp-python's API on SmolLM2, sampling, stop strings, prefix reuse, context limits."""
+import pickle
 import warnings
 
 import numpy as np
@@ -132,6 +133,33 @@ def test_eval_scores_and_reset(smollm2_path):
 def test_unknown_argument_is_a_clear_error(smollm2_path):
     with pytest.raises(TypeError, match="unexpected argument.*n_cxt"):
         Llama(model_path=str(smollm2_path), n_cxt=100)
+
+
+def test_save_and_load_state(smollm2_path, llm):
+    """A saved context comes back whole: its logits, and the keys and values the next token reads."""
+    tokens = llm.tokenize(b"A saved context comes back")
+    llm.reset()
+    llm.eval(tokens)
+    state = pickle.loads(pickle.dumps(llm.save_state()))
+    assert state.n_tokens == len(tokens) and state.llama_state_size > 0
+    logits = llm.scores[0].copy()
+    llm.eval([42])
+    after = llm.scores[0].copy()
+    llm.reset()
+    llm.eval(llm.tokenize(b"Something else entirely, and longer than the saved one"))
+    llm.load_state(state)
+    assert llm.n_tokens == len(tokens) and list(llm.input_ids) == tokens
+    assert np.array_equal(llm.scores[0], logits)
+    llm.eval([42])
+    assert np.array_equal(llm.scores[0], after)
+    other = Llama(model_path=str(smollm2_path), n_ctx=1024, verbose=False)     # same model and size
+    other.load_state(state)
+    other.eval([42])
+    assert np.array_equal(other.scores[0], after)
+    with pytest.raises(ValueError, match="same model, n_ctx"):
+        Llama(model_path=str(smollm2_path), n_ctx=1024, logits_all=True, verbose=False).load_state(state)
+    with pytest.raises(ValueError, match="another size"):
+        Llama(model_path=str(smollm2_path), n_ctx=256, verbose=False).load_state(state)
 
 
 # ---- llama-cpp-python's constructor arguments ----

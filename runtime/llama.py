@@ -80,7 +80,7 @@ _CACHE_TYPES = {None: "f16", 1: "f16", 0: "f32", "f16": "f16", "f32": "f32"}
 # Sampling arguments of llama-cpp-python's create_* calls that nibble cannot carry out yet (a request for one
 # raises); the others there (mirostat off, tfs_z 1, ...) ask for nothing and pass.
 _UNSUPPORTED_CALL_ARGUMENTS = {"grammar": None, "mirostat_mode": 0, "logits_processor": None,
-                               "stopping_criteria": None, "top_logprobs": None, "logprobs": None}
+                               "stopping_criteria": None}
 _NEUTRAL_CALL_ARGUMENTS = {"tfs_z": 1.0, "mirostat_tau": 5.0, "mirostat_eta": 0.1}
 
 
@@ -108,6 +108,24 @@ class LlamaState:
     def llama_state_size(self) -> int:
         keys, values = self.kv[:2] if self.kv else ((), ())
         return sum(a.nbytes for a in (*keys, *values))
+
+
+def log_softmax(logits) -> np.ndarray:
+    """Log-probabilities from logits, in float32 as llama-cpp-python's Llama.logits_to_logprobs."""
+    shifted = np.asarray(logits, np.float32) - np.float32(np.max(logits))
+    return shifted - np.log(np.sum(np.exp(shifted), dtype=np.float32))
+
+
+def _chat_logprobs(completion_logprobs, n_top) -> dict:
+    """OpenAI's chat logprobs from a completion's: per token its text, UTF-8 bytes, log-probability and the
+    n_top likeliest tokens there."""
+    def entry(token, logprob):
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+    return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, v) for t, v in list(top.items())[:n_top]]}
+                        for token, logprob, top in zip(completion_logprobs["tokens"],
+                                                       completion_logprobs["token_logprobs"],
+                                                       completion_logprobs["top_logprobs"])],
+            "refusal": None}
 
 
 class ContextFullError(ValueError):
@@ -317,8 +335,16 @@ class Llama:
         """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
-        if suffix is not None or logprobs is not None:
-            raise NotImplementedError("suffix and logprobs are not supported by nibble yet")
+        if suffix is not None:
+            raise NotImplementedError("suffix is not supported by nibble yet")
+        if logprobs is not None:
+            if not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0:
+                raise ValueError(f"logprobs must be a number of top tokens (0 or more), got {logprobs!r}")
+            if stream:
+                raise NotImplementedError("logprobs with stream=True is not supported by nibble yet")
+            if echo and not self.logits_all:
+                raise ValueError("logprobs with echo=True needs the prompt's logits: create the Llama with "
+                                 "logits_all=True")
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                   typical_p=typical_p, repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
@@ -327,15 +353,50 @@ class Llama:
         prompt_text = prompt if isinstance(prompt, str) else \
             self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
         self._check_prompt_fits(prompt_tokens)   # now, not when a stream is first read
-        pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed)
+        steps = [] if logprobs is not None else None
+        pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed, steps)
         meta = new_meta(model or self.model_path)
         if stream:
             return self._completion_stream(meta, pieces, prompt_text if echo else None)
         text, finish_reason, n_completion = "", None, 0
         for piece, finish_reason, n_completion in pieces:
             text += piece
-        return completion_response(meta, prompt_text + text if echo else text, finish_reason, len(prompt_tokens),
-                                   n_completion)
+        response = completion_response(meta, prompt_text + text if echo else text, finish_reason,
+                                       len(prompt_tokens), n_completion)
+        if logprobs is not None:
+            response["choices"][0]["logprobs"] = self._logprobs(prompt_tokens, prompt_text, steps[:n_completion],
+                                                                logprobs, echo)
+        return response
+
+    def _logprobs(self, prompt_tokens, prompt_text, steps, n_top, echo) -> dict:
+        """llama-cpp-python's logprobs object: each token's text, its offset in the returned text, its log-
+        probability under the logits before it, and the n_top likeliest tokens there (the token itself
+        added). With echo the prompt comes first (BOS left out; the first token has none, as in OpenAI's)."""
+        entries = [(token, logits) for token, logits in steps]
+        if echo:
+            start = 1 if prompt_tokens and prompt_tokens[0] == self.token_bos() else 0
+            entries = [(prompt_tokens[j], self.scores[j - 1] if j > 0 else None)
+                       for j in range(start, len(prompt_tokens))] + entries
+            if entries:
+                entries[0] = (entries[0][0], None)
+        tokens = [token for token, _ in entries]
+        base = 0 if echo else len(prompt_text)
+        out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+        for i, (token, logits) in enumerate(entries):
+            text = self.detokenize([token], prev_tokens=tokens[:i]).decode("utf-8", errors="ignore")
+            out["tokens"].append(text)
+            out["text_offset"].append(base + len(self.detokenize(tokens[:i]).decode("utf-8", errors="ignore")))
+            if logits is None:
+                out["token_logprobs"].append(None)
+                out["top_logprobs"].append(None)
+                continue
+            row = log_softmax(logits)
+            top = {self.detokenize([int(t)], prev_tokens=tokens[:i]).decode("utf-8", errors="ignore"): float(row[t])
+                   for t in np.argsort(-row, kind="stable")[:n_top]}
+            top[text] = float(row[token])
+            out["token_logprobs"].append(float(row[token]))
+            out["top_logprobs"].append(top)
+        return out
 
     __call__ = create_completion
 
@@ -345,11 +406,14 @@ class Llama:
         for piece, finish_reason, _ in pieces:
             yield completion_chunk(meta, piece, finish_reason)
 
-    def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed):
+    def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed, steps=None):
         """Yield (text, finish_reason, completion_tokens) as TextStream lets text out; the last item carries
-        the finish reason ("stop" or "length")."""
+        the finish reason ("stop" or "length"). `steps`, when a list, receives (token, the logits it was
+        sampled from) for each generated token."""
         stream = TextStream(self.tokenizer_, stop, completion_budget(self._n_ctx, len(prompt_tokens), max_tokens))
         for token in self.generate(prompt_tokens, sampling, seed):
+            if steps is not None:
+                steps.append((token, np.array(self._last_logits, np.float32)))
             text, finish_reason = stream.push(token)
             if finish_reason is not None:
                 yield text, finish_reason, stream.count
@@ -363,7 +427,7 @@ class Llama:
                                typical_p: float = 1.0, stream: bool = False, stop=None, seed: int | None = None,
                                response_format=None, max_tokens: int | None = None, presence_penalty: float = 0.0,
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0, logit_bias=None,
-                               model=None, **kwargs):
+                               logprobs: bool | None = None, top_logprobs: int | None = None, model=None, **kwargs):
         """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
@@ -374,13 +438,17 @@ class Llama:
                                             top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                             repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
-                                            logit_bias=logit_bias, model=model)
+                                            logit_bias=logit_bias, model=model,
+                                            logprobs=(top_logprobs or 0) if logprobs else None)
         if stream:
             return self._chat_stream(completion)
         choice = completion["choices"][0]
         meta = {**completion, "id": "chat" + completion["id"]}
-        return chat_response(meta, choice["text"], choice["finish_reason"], completion["usage"]["prompt_tokens"],
-                             completion["usage"]["completion_tokens"])
+        response = chat_response(meta, choice["text"], choice["finish_reason"], completion["usage"]["prompt_tokens"],
+                                 completion["usage"]["completion_tokens"])
+        if logprobs:
+            response["choices"][0]["logprobs"] = _chat_logprobs(choice["logprobs"], top_logprobs or 0)
+        return response
 
     @staticmethod
     def _chat_stream(completion_chunks):

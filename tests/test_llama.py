@@ -135,6 +135,50 @@ def test_unknown_argument_is_a_clear_error(smollm2_path):
         Llama(model_path=str(smollm2_path), n_cxt=100)
 
 
+def test_completion_logprobs_are_the_log_softmax_of_the_scores(smollm2_path):
+    llm = Llama(model_path=str(smollm2_path), n_ctx=256, logits_all=True, verbose=False)
+    prompt = "The capital of France is"
+    plain = llm(prompt, max_tokens=6, temperature=0, logprobs=3)["choices"][0]
+    n_prompt = len(llm.tokenize(prompt.encode()))
+    for k, value in enumerate(plain["logprobs"]["token_logprobs"]):
+        row = llm.scores[n_prompt - 1 + k].astype(np.float64)
+        token = llm.input_ids[n_prompt + k] if n_prompt + k < llm.n_tokens else int(np.argmax(row))
+        assert abs(value - (row[token] - row.max() - np.log(np.exp(row - row.max()).sum()))) < 1e-5
+    echoed = llm(prompt, max_tokens=6, temperature=0, logprobs=3, echo=True)["choices"][0]
+    prompt_tokens = llm.tokenize(prompt.encode())
+    sequence = list(llm.input_ids) + [None]          # the last sampled token is not evaluated
+    lp = echoed["logprobs"]
+    assert len(lp["tokens"]) == len(prompt_tokens) + 6 and lp["token_logprobs"][0] is None
+    assert "".join(lp["tokens"]) == echoed["text"] == prompt + plain["text"]
+    assert [echoed["text"][:offset] for offset in lp["text_offset"]] == \
+        ["".join(lp["tokens"][:i]) for i in range(len(lp["tokens"]))]
+    for j in range(1, len(lp["tokens"])):
+        row = llm.scores[j - 1].astype(np.float64)
+        expected = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        token = sequence[j] if sequence[j] is not None else int(np.argmax(row))
+        assert abs(lp["token_logprobs"][j] - expected[token]) < 1e-5
+        best = np.argsort(-expected)[:3]
+        assert list(lp["top_logprobs"][j].values())[:3] == pytest.approx(expected[best], abs=1e-5)
+    assert plain["logprobs"]["tokens"] == lp["tokens"][len(prompt_tokens):]    # (the logits there come from
+    assert all(v < 0 for v in plain["logprobs"]["token_logprobs"])              # another kernel: prompt reuse)
+    assert plain["logprobs"]["text_offset"][0] == len(prompt)
+    with pytest.raises(ValueError, match="logits_all=True"):
+        Llama(model_path=str(smollm2_path), n_ctx=256, verbose=False)(prompt, logprobs=1, echo=True)
+
+
+def test_chat_logprobs_in_openai_shape(llm):
+    from openai.types.chat import ChatCompletion
+    reply = llm.create_chat_completion(QUESTION, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)
+    content = ChatCompletion.model_validate(reply).choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply["choices"][0]["message"]["content"]
+    for token in content:
+        assert len(token.top_logprobs) == 2 and token.top_logprobs[0].logprob >= token.logprob
+        assert bytes(token.bytes).decode() == token.token and token.logprob < 0
+    bare = llm.create_chat_completion(QUESTION, max_tokens=5, temperature=0, logprobs=True)
+    assert [t["top_logprobs"] for t in bare["choices"][0]["logprobs"]["content"]] == [[]] * 5
+    assert llm.create_chat_completion(QUESTION, max_tokens=2, temperature=0)["choices"][0]["logprobs"] is None
+
+
 def test_save_and_load_state(smollm2_path, llm):
     """A saved context comes back whole: its logits, and the keys and values the next token reads."""
     tokens = llm.tokenize(b"A saved context comes back")

@@ -46,6 +46,23 @@ def text_prompt_tokens(tokenizer: Tokenizer, prompt) -> list[int]:
     return [int(t) for t in prompt]
 
 
+def infill_prompt_tokens(tokenizer: Tokenizer, prefix: str, suffix: str, suffix_first: bool = False) -> list[int]:
+    """A fill-in-the-middle prompt as llama.cpp's server builds it: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID
+    (suffix_first, llama-cpp-python's spm_infill: FIM_SUF suffix FIM_PRE prefix FIM_MID); the model then
+    writes the middle."""
+    ids = tokenizer.special_ids
+    missing = [kind for kind in ("fim_pre", "fim_suf", "fim_mid") if kind not in ids]
+    if missing:
+        raise ValueError("suffix needs a vocabulary with fill-in-the-middle tokens (prefix, suffix, middle); "
+                         f"this one lacks {', '.join(missing)}")
+    if not isinstance(prefix, str) or not isinstance(suffix, str):
+        raise ValueError("fill-in-the-middle takes a text prompt and a text suffix")
+    before = [ids["fim_pre"]] + tokenizer.encode(prefix, add_special=False)
+    after = [ids["fim_suf"]] + tokenizer.encode(suffix, add_special=False)
+    bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
+    return bos + (after + before if suffix_first else before + after) + [ids["fim_mid"]]
+
+
 class TextStream:
     """Feed it each sampled token; it says what text may be shown now and when the completion is over."""
 

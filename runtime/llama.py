@@ -20,7 +20,8 @@ from cpu_kernels import set_threads
 
 from .chat_template import ChatTemplate
 from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
-                         completion_chunk, completion_response, new_meta, shared_prefix, text_prompt_tokens)
+                         completion_chunk, completion_response, infill_prompt_tokens, new_meta, shared_prefix,
+                         text_prompt_tokens)
 from .embedding import embed_tokens, pooling_type as parse_pooling_type
 from .model import VocabOnly, load_model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
@@ -45,7 +46,6 @@ _WITHOUT_EFFECT = {
     "yarn_ext_factor": (-1.0, "YaRN is not supported"), "yarn_attn_factor": (1.0, "YaRN is not supported"),
     "yarn_beta_fast": (32.0, "YaRN is not supported"), "yarn_beta_slow": (1.0, "YaRN is not supported"),
     "yarn_orig_ctx": (0, "YaRN is not supported"),
-    "spm_infill": (False, "fill-in-the-middle is not supported yet"),
     "draft_model": (None, "speculative decoding is not supported yet"),
     "chat_handler": (None, "chat templates are rendered by nibble (chat_format picks a built-in one)"),
     "tokenizer": (None, "nibble tokenizes with the file's vocabulary"),
@@ -139,7 +139,8 @@ class Llama:
                  n_threads_batch: int | None = None, seed: int = DEFAULT_SEED, rope_freq_base: float = 0.0,
                  rope_freq_scale: float = 0.0, logits_all: bool = False, vocab_only: bool = False,
                  embedding: bool = False, pooling_type: int = -1, last_n_tokens_size: int = 64,
-                 type_k=None, type_v=None, chat_format: str | None = None, verbose: bool = True, **kwargs):
+                 type_k=None, type_v=None, chat_format: str | None = None, spm_infill: bool = False,
+                 verbose: bool = True, **kwargs):
         _check_arguments(kwargs)
         for name, cache_type in (("type_k", type_k), ("type_v", type_v)):
             if cache_type not in _CACHE_TYPES:
@@ -156,6 +157,7 @@ class Llama:
         self.verbose = verbose
         self.embedding = bool(embedding)
         self.last_n_tokens_size = int(last_n_tokens_size)
+        self.spm_infill = bool(spm_infill)
         self._model = (VocabOnly if vocab_only else load_model)(model_path, n_threads=n_threads)
         if rope_freq_base or rope_freq_scale:
             if self._model.is_encoder:
@@ -335,8 +337,6 @@ class Llama:
         """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
-        if suffix is not None:
-            raise NotImplementedError("suffix is not supported by nibble yet")
         if logprobs is not None:
             if not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0:
                 raise ValueError(f"logprobs must be a number of top tokens (0 or more), got {logprobs!r}")
@@ -349,7 +349,8 @@ class Llama:
                                   typical_p=typical_p, repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
                                   logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
-        prompt_tokens = text_prompt_tokens(self.tokenizer_, prompt)
+        prompt_tokens = (text_prompt_tokens(self.tokenizer_, prompt) if suffix is None else
+                         infill_prompt_tokens(self.tokenizer_, prompt, suffix, self.spm_infill))
         prompt_text = prompt if isinstance(prompt, str) else \
             self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
         self._check_prompt_fits(prompt_tokens)   # now, not when a stream is first read

@@ -11,7 +11,7 @@ from pathlib import Path
 from runtime.registry import cache_dir
 
 VERSION = "0.3.36"
-VOCABULARIES = ("phi-3", "llama-spm", "qwen2", "bert-bge")
+VOCABULARIES = ("phi-3", "llama-spm", "qwen2", "bert-bge", "starcoder")
 TEMPLATES = ("Qwen-Qwen3-0.6B", "microsoft-Phi-3.5-mini-instruct", "google-gemma-2-2b-it",
              "mistralai-Mistral-Nemo-Instruct-2407")
 
@@ -24,7 +24,9 @@ def _wanted(name):
 def folder() -> Path:
     """The folder holding the files (models/ and models/templates/), downloaded and unpacked if missing."""
     out = cache_dir() / f"llama.cpp-{VERSION}-files"
-    if (out / "models" / "templates").is_dir():
+    wanted = [out / "models" / f"ggml-vocab-{v}.gguf" for v in VOCABULARIES] + \
+        [out / "models" / "templates" / f"{t}.jinja" for t in TEMPLATES]
+    if all(path.is_file() for path in wanted):
         return out
     with tempfile.TemporaryDirectory() as work:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
@@ -37,6 +39,7 @@ def folder() -> Path:
                     relative = member.name.split("/vendor/llama.cpp/", 1)[1]
                     (partial / relative).parent.mkdir(parents=True, exist_ok=True)
                     (partial / relative).write_bytes(archive.extractfile(member).read())
+        shutil.rmtree(out, ignore_errors=True)
         partial.rename(out)
     return out
 

@@ -179,6 +179,11 @@ def test_chat_logprobs_in_openai_shape(llm):
     assert llm.create_chat_completion(QUESTION, max_tokens=2, temperature=0)["choices"][0]["logprobs"] is None
 
 
+def test_suffix_needs_fill_in_the_middle_tokens(llm):
+    with pytest.raises(ValueError, match="fill-in-the-middle tokens"):      # SmolLM2 has none
+        llm("def add(a, b):", suffix="    return total", max_tokens=4)
+
+
 def test_save_and_load_state(smollm2_path, llm):
     """A saved context comes back whole: its logits, and the keys and values the next token reads."""
     tokens = llm.tokenize(b"A saved context comes back")

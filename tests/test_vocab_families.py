@@ -1,5 +1,5 @@
-"""The model families' vocabularies (llama.cpp's vocabulary-only GGUFs for Phi-3, Qwen2/Qwen3, Llama/Mistral SPM
-and BERT): nibble's token ids equal Hugging Face's on llama.cpp's test strings, and llama.cpp's on the chat
+"""The model families' vocabularies (llama.cpp's vocabulary-only GGUFs for Phi-3, Qwen2/Qwen3, Llama/Mistral SPM,
+BERT and StarCoder): nibble's token ids equal Hugging Face's on llama.cpp's test strings, and llama.cpp's on the chat
 prompts each family's template renders, with and without special-token parsing (tests/data/vocab-family-cases.json,
 made by make_vocab_family_cases.py)."""
 import json
@@ -7,6 +7,7 @@ import json
 import pytest
 
 import llama_cpp_files
+from runtime.completion import infill_prompt_tokens
 from runtime.tokenizer import Tokenizer
 
 from conftest import DATA
@@ -43,3 +44,16 @@ def test_phi3_special_tokens_take_the_whitespace_after_them(tokenizers):
     assert phi3.encode("<|user|>\n\nhi<|end|>  \n", add_special=False, parse_special=True) == \
         [user] + phi3.encode("hi", add_special=False) + [end]
     assert phi3.encode("<s>  hi", add_special=False, parse_special=True)[1:] == phi3.encode("  hi", add_special=False)
+
+
+def test_fill_in_the_middle_prompt_from_the_vocabularys_tokens(tokenizers):
+    coder = tokenizers["starcoder"]
+    pre, suf, mid = (coder.vocab[t] for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    assert coder.special_ids["fim_pre"] == pre and coder.is_eog(coder.vocab["<fim_pad>"])
+    head, tail = "def add(a, b):\n    ", "\n    return total\n"
+    assert infill_prompt_tokens(coder, head, tail) == \
+        [pre] + coder.encode(head, add_special=False) + [suf] + coder.encode(tail, add_special=False) + [mid]
+    assert infill_prompt_tokens(coder, head, tail, suffix_first=True) == \
+        [suf] + coder.encode(tail, add_special=False) + [pre] + coder.encode(head, add_special=False) + [mid]
+    with pytest.raises(ValueError, match="fill-in-the-middle tokens.*fim_pre, fim_suf, fim_mid"):
+        infill_prompt_tokens(tokenizers["llama-spm"], head, tail)

@@ -2,7 +2,7 @@
 
 Each family's vocabulary-only GGUF (llama.cpp's models/, see tests/llama_cpp_files.py) tokenizes the
 prompts its template renders (chat-template-cases.json) and strings that put whitespace around special
-tokens, where llama.cpp's strip attributes act (Phi-3's special tokens swallow the spaces after them).
+tokens, where llama.cpp's strip attributes act (Phi-3's special tokens swallow the spaces after them), and fill-in-the-middle markers (StarCoder's).
 Run once where llama-cpp-python is installed (it is not a nibble dependency):
     python tests/data/make_vocab_family_cases.py
 """
@@ -16,10 +16,11 @@ import llama_cpp_files  # noqa: E402
 # vocabulary -> the chat template whose prompts it tokenizes (Mistral's own vocabularies are not among
 # llama.cpp's test files; Mistral 7B's is llama-spm)
 FAMILIES = {"phi-3": "microsoft-Phi-3.5-mini-instruct", "qwen2": "Qwen-Qwen3-0.6B",
-            "llama-spm": "mistralai-Mistral-Nemo-Instruct-2407", "bert-bge": None}
+            "llama-spm": "mistralai-Mistral-Nemo-Instruct-2407", "bert-bge": None, "starcoder": None}
 AROUND_SPECIALS = ["<|user|>  \n hi <|end|>\n\n<|assistant|>", "a <|end|> b", "  <|endoftext|>  x", "<s> </s> <unk>",
                    "<|im_start|>user\n\n x<|im_end|> \n", "[CLS] hello [SEP]  [MASK] ", "\t<|system|>\t\n",
-                   "</s>\n\n", "x<|end|>", "<|end|>"]
+                   "</s>\n\n", "x<|end|>", "<|end|>", "<fim_prefix>def f():\n    <fim_suffix>\n    return x<fim_middle>",
+                   "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>"]
 
 
 def main():

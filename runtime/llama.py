@@ -6,6 +6,7 @@ tokens already in the KV cache evaluates only the rest, so a chat turn does not 
 """
 from __future__ import annotations
 
+import codecs
 import itertools
 import sys
 import time
@@ -256,7 +257,7 @@ class Llama:
         self._seed = state.seed
 
     def _require_decoder(self):
-        if self._cache is None and not self._model.is_encoder:
+        if isinstance(self._model, VocabOnly):
             raise ValueError(f"{self.model_path} was loaded with vocab_only=True: it tokenizes, but has no "
                              "weights to run")
         if self._model.is_encoder:
@@ -346,7 +347,8 @@ class Llama:
                 raise ValueError("logprobs with echo=True needs the prompt's logits: create the Llama with "
                                  "logits_all=True")
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                  typical_p=typical_p, repeat_penalty=repeat_penalty, penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
+                                  typical_p=typical_p, repeat_penalty=repeat_penalty,
+                                  penalty_last_n=self.last_n_tokens_size, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty,
                                   logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()})
         prompt_tokens = (text_prompt_tokens(self.tokenizer_, prompt) if suffix is None else
@@ -373,7 +375,7 @@ class Llama:
         """llama-cpp-python's logprobs object: each token's text, its offset in the returned text, its log-
         probability under the logits before it, and the n_top likeliest tokens there (the token itself
         added). With echo the prompt comes first (BOS left out; the first token has none, as in OpenAI's)."""
-        entries = [(token, logits) for token, logits in steps]
+        entries = list(steps)
         if echo:
             start = 1 if prompt_tokens and prompt_tokens[0] == self.token_bos() else 0
             entries = [(prompt_tokens[j], self.scores[j - 1] if j > 0 else None)
@@ -381,18 +383,25 @@ class Llama:
             if entries:
                 entries[0] = (entries[0][0], None)
         tokens = [token for token, _ in entries]
-        base = 0 if echo else len(prompt_text)
+        # each offset is the length of detokenize(tokens[:i]) decoded, kept up to date one token at a time
+        offset, decoder = 0 if echo else len(prompt_text), codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        drop_leading_space = bool(tokens) and tokens[0] == self.token_bos()   # as detokenize does after BOS
         out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
         for i, (token, logits) in enumerate(entries):
-            text = self.detokenize([token], prev_tokens=tokens[:i]).decode("utf-8", errors="ignore")
+            before = tokens[i - 1:i]       # detokenize only asks whether tokens precede
+            text = self.detokenize([token], prev_tokens=before).decode("utf-8", errors="ignore")
             out["tokens"].append(text)
-            out["text_offset"].append(base + len(self.detokenize(tokens[:i]).decode("utf-8", errors="ignore")))
+            out["text_offset"].append(offset)
+            piece = self.tokenizer_.token_bytes(int(token), False)
+            if drop_leading_space and piece:
+                piece, drop_leading_space = piece.removeprefix(b" "), False
+            offset += len(decoder.decode(piece))
             if logits is None:
                 out["token_logprobs"].append(None)
                 out["top_logprobs"].append(None)
                 continue
             row = log_softmax(logits)
-            top = {self.detokenize([int(t)], prev_tokens=tokens[:i]).decode("utf-8", errors="ignore"): float(row[t])
+            top = {self.detokenize([int(t)], prev_tokens=before).decode("utf-8", errors="ignore"): float(row[t])
                    for t in np.argsort(-row, kind="stable")[:n_top]}
             top[text] = float(row[token])
             out["token_logprobs"].append(float(row[token]))

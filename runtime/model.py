@@ -239,7 +239,8 @@ class KVCache:
     def restore(self, snapshot: tuple):
         """Put back what snapshot() took, from this cache or one of the same model and size."""
         keys, values, linear_pos, ring_pos, n_tokens = snapshot
-        if [k.shape for k in keys] != [k.shape for k in self.k] or [v.dtype for v in values] != [v.dtype for v in self.v]:
+        saved_layout = [(a.shape, a.dtype) for a in keys + values]
+        if saved_layout != [(a.shape, a.dtype) for a in self.k + self.v]:
             raise ValueError("the saved state is from a model or context of another size")
         for saved, mine in zip(keys + values, self.k + self.v):
             mine[...] = saved

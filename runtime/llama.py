@@ -24,6 +24,7 @@ from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_respo
                          completion_chunk, completion_response, infill_prompt_tokens, new_meta, shared_prefix,
                          text_prompt_tokens)
 from .embedding import embed_tokens, pooling_type as parse_pooling_type
+from .grammar import Grammar, as_grammar
 from .model import VocabOnly, load_model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
 
@@ -80,7 +81,7 @@ _CACHE_TYPES = {None: "f16", 1: "f16", 0: "f32", "f16": "f16", "f32": "f32"}
 
 # Sampling arguments of llama-cpp-python's create_* calls that nibble cannot carry out yet (a request for one
 # raises); the others there (mirostat off, tfs_z 1, ...) ask for nothing and pass.
-_UNSUPPORTED_CALL_ARGUMENTS = {"grammar": None, "mirostat_mode": 0, "logits_processor": None,
+_UNSUPPORTED_CALL_ARGUMENTS = {"mirostat_mode": 0, "logits_processor": None,
                                "stopping_criteria": None}
 _NEUTRAL_CALL_ARGUMENTS = {"tfs_z": 1.0, "mirostat_tau": 5.0, "mirostat_eta": 0.1}
 
@@ -312,17 +313,21 @@ class Llama:
         self._cache.truncate(min(shared_prefix(self.input_ids, tokens), len(tokens) - 1))
         self.eval(tokens[self.n_tokens:])
 
-    def generate(self, tokens, sampling: SamplingParams, seed=None) -> Iterator[int]:
+    def generate(self, tokens, sampling: SamplingParams, seed=None, grammar: Grammar | None = None) -> Iterator[int]:
         """Yield sampled tokens after evaluating the prompt `tokens`; stops at end-of-generation or a full
-        context. The caller decides when to stop asking."""
+        context. The caller decides when to stop asking. With a `grammar`, only tokens it allows are sampled
+        (and end-of-generation only once the text is complete)."""
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("the prompt is empty: give at least one token")
+        constraint = grammar.constraint(self.tokenizer_, self.n_vocab()) if grammar is not None else None
         self._evaluate_prompt(tokens)
         sampler = Sampler(sampling, self._seed if seed is None else seed)
         while True:
             history = self.input_ids[-sampling.penalty_last_n:] if sampling.penalty_last_n else ()
-            token = sampler.sample(self._last_logits, history)
+            token = sampler.sample(self._last_logits, history, constraint)
+            if constraint is not None:
+                constraint.accept(token)
             yield token
             if self.tokenizer_.is_eog(token) or self.n_tokens >= self._n_ctx:
                 return
@@ -334,8 +339,10 @@ class Llama:
                           top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0, logprobs=None,
                           echo: bool = False, stop=None, frequency_penalty: float = 0.0,
                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
-                          stream: bool = False, seed: int | None = None, logit_bias=None, model=None, **kwargs):
-        """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks."""
+                          stream: bool = False, seed: int | None = None, logit_bias=None, model=None, grammar=None,
+                          **kwargs):
+        """Complete `prompt` (text or token ids); a text_completion dict, or an iterator of chunks. `grammar`
+        (a LlamaGrammar, or GBNF text) constrains the completion."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
         if logprobs is not None:
@@ -357,7 +364,7 @@ class Llama:
             self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
         self._check_prompt_fits(prompt_tokens)   # now, not when a stream is first read
         steps = [] if logprobs is not None else None
-        pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed, steps)
+        pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed, steps, as_grammar(grammar))
         meta = new_meta(model or self.model_path)
         if stream:
             return self._completion_stream(meta, pieces, prompt_text if echo else None)
@@ -416,12 +423,12 @@ class Llama:
         for piece, finish_reason, _ in pieces:
             yield completion_chunk(meta, piece, finish_reason)
 
-    def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed, steps=None):
+    def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed, steps=None, grammar=None):
         """Yield (text, finish_reason, completion_tokens) as TextStream lets text out; the last item carries
         the finish reason ("stop" or "length"). `steps`, when a list, receives (token, the logits it was
         sampled from) for each generated token."""
         stream = TextStream(self.tokenizer_, stop, completion_budget(self._n_ctx, len(prompt_tokens), max_tokens))
-        for token in self.generate(prompt_tokens, sampling, seed):
+        for token in self.generate(prompt_tokens, sampling, seed, grammar):
             if steps is not None:
                 steps.append((token, np.array(self._last_logits, np.float32)))
             text, finish_reason = stream.push(token)
@@ -437,18 +444,23 @@ class Llama:
                                typical_p: float = 1.0, stream: bool = False, stop=None, seed: int | None = None,
                                response_format=None, max_tokens: int | None = None, presence_penalty: float = 0.0,
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0, logit_bias=None,
-                               logprobs: bool | None = None, top_logprobs: int | None = None, model=None, **kwargs):
-        """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming."""
+                               logprobs: bool | None = None, top_logprobs: int | None = None, model=None,
+                               grammar=None, **kwargs):
+        """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming.
+        response_format (OpenAI's json_object / json_schema) or grammar constrains the reply."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
-        if functions or tools or response_format:
-            raise NotImplementedError("tools, functions and response_format are not supported by nibble yet")
+        if functions or tools:
+            raise NotImplementedError("tools and functions are not supported by nibble yet")
+        if response_format is not None and grammar is not None:
+            raise ValueError("give response_format or grammar, not both")
+        grammar = Grammar.for_response_format(response_format) if response_format is not None else as_grammar(grammar)
         prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, messages)
         completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
                                             top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                             repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
-                                            logit_bias=logit_bias, model=model,
+                                            logit_bias=logit_bias, model=model, grammar=grammar,
                                             logprobs=(top_logprobs or 0) if logprobs else None)
         if stream:
             return self._chat_stream(completion)

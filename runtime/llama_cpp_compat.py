@@ -10,38 +10,14 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 
+from .grammar import LlamaGrammar
 from .llama import ContextFullError, Llama
 
 # llama-cpp-python's pooling and token-type constants, which apps pass to Llama(...)
 CONSTANTS = {"LLAMA_POOLING_TYPE_UNSPECIFIED": -1, "LLAMA_POOLING_TYPE_NONE": 0, "LLAMA_POOLING_TYPE_MEAN": 1,
              "LLAMA_POOLING_TYPE_CLS": 2, "LLAMA_POOLING_TYPE_LAST": 3, "LLAMA_DEFAULT_SEED": 0xFFFFFFFF,
              "GGML_TYPE_F32": 0, "GGML_TYPE_F16": 1}
-
-
-class LlamaGrammar:
-    """A GBNF grammar, as llama-cpp-python's class of the same name is built. Holding one works; generating
-    with it (grammar=...) is refused until nibble enforces grammars."""
-
-    def __init__(self, grammar: str):
-        if not isinstance(grammar, str) or not grammar.strip():
-            raise ValueError("a GBNF grammar must be a non-empty string")
-        self._grammar = grammar
-
-    @classmethod
-    def from_string(cls, grammar: str, verbose: bool = True) -> "LlamaGrammar":
-        return cls(grammar)
-
-    @classmethod
-    def from_file(cls, file, verbose: bool = True) -> "LlamaGrammar":
-        try:
-            return cls(Path(file).read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ValueError(f"cannot read the grammar file {file}: {error.strerror or error}") from None
-
-    def __repr__(self):
-        return f"LlamaGrammar({len(self._grammar)} characters of GBNF)"
 
 
 def install_as_llama_cpp() -> types.ModuleType:

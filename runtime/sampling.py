@@ -1,6 +1,7 @@
 """Choosing the next token from logits, in llama-cpp-python's order.
 
-logit bias -> repeat/frequency/presence penalties over the last `penalty_last_n` tokens -> then either
+logit bias -> repeat/frequency/presence penalties over the last `penalty_last_n` tokens -> a grammar's mask
+(constrained decoding: the tokens it forbids get -inf) -> then either
 greedy (temperature <= 0) or top-k -> typical -> top-p -> min-p -> temperature -> a draw from a seeded
 generator.
 """
@@ -46,13 +47,16 @@ class Sampler:
         self.params = params.check()
         self.rng = np.random.default_rng(None if seed is None or seed == DEFAULT_SEED or seed < 0 else seed)
 
-    def sample(self, logits: np.ndarray, history=()) -> int:
+    def sample(self, logits: np.ndarray, history=(), constraint=None) -> int:
+        """One token id; `constraint` (a grammar.Constraint) masks what it forbids."""
         p = self.params
         logits = np.array(logits, dtype=np.float32)
         for token, bias in p.logit_bias.items():
             logits[int(token)] += np.float32(bias)
         if p.penalty_last_n and (p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty):
             _apply_penalties(logits, list(history)[-p.penalty_last_n:], p)
+        if constraint is not None:
+            constraint.mask(logits)
         if p.temperature <= 0:
             return int(np.argmax(logits))
         ids = K.top_k(logits, p.top_k) if 0 < p.top_k < logits.size else np.argsort(-logits, kind="stable")

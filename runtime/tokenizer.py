@@ -339,6 +339,17 @@ class Tokenizer:
             ids.append(self.sep_id)
         return ids
 
+    def encode_continuation(self, text: str) -> list[int]:
+        """Token ids of `text` as it continues other text: no BOS/EOS, no SentencePiece space prefix, control-token
+        text kept as text (what a grammar engine needs to tokenize a forced piece)."""
+        ids: list[int] = []
+        for fragment in self._fragments(text, False):
+            if isinstance(fragment, int):
+                ids.append(fragment)
+            else:
+                self._encode_text(fragment, False, ids)
+        return ids
+
     def _fragments(self, text, parse_special):
         """Text pieces (str) and special tokens (int), leftmost-longest special match first; a token with a
         strip attribute takes the ASCII whitespace beside it out of its neighbouring piece."""

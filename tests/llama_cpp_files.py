@@ -1,6 +1,7 @@
 """Reference files that ship inside llama-cpp-python's source package on PyPI (its vendored llama.cpp, MIT):
-the vocabulary-only GGUFs of models/ (with the token ids Hugging Face's tokenizers give their test strings)
-and the chat templates of models/templates/. Fetched once with pip into the nibble cache."""
+the vocabulary-only GGUFs of models/ (with the token ids Hugging Face's tokenizers give their test strings),
+the chat templates of models/templates/ and the GBNF grammars of grammars/. Fetched once with pip into the
+nibble cache."""
 import shutil
 import subprocess
 import sys
@@ -14,18 +15,21 @@ VERSION = "0.3.36"
 VOCABULARIES = ("phi-3", "llama-spm", "qwen2", "bert-bge", "starcoder")
 TEMPLATES = ("Qwen-Qwen3-0.6B", "microsoft-Phi-3.5-mini-instruct", "google-gemma-2-2b-it",
              "mistralai-Mistral-Nemo-Instruct-2407")
+GRAMMARS = ("arithmetic", "c", "chess", "english", "japanese", "json", "json_arr", "list")
 
 
 def _wanted(name):
     return (any(name.endswith(f"models/ggml-vocab-{v}.gguf{suffix}") for v in VOCABULARIES for suffix in ("", ".inp", ".out"))
-            or any(name.endswith(f"models/templates/{t}.jinja") for t in TEMPLATES))
+            or any(name.endswith(f"models/templates/{t}.jinja") for t in TEMPLATES)
+            or any(name.endswith(f"/llama.cpp/grammars/{g}.gbnf") for g in GRAMMARS))
 
 
 def folder() -> Path:
     """The folder holding the files (models/ and models/templates/), downloaded and unpacked if missing."""
     out = cache_dir() / f"llama.cpp-{VERSION}-files"
     wanted = [out / "models" / f"ggml-vocab-{v}.gguf" for v in VOCABULARIES] + \
-        [out / "models" / "templates" / f"{t}.jinja" for t in TEMPLATES]
+        [out / "models" / "templates" / f"{t}.jinja" for t in TEMPLATES] + \
+        [out / "grammars" / f"{g}.gbnf" for g in GRAMMARS]
     if all(path.is_file() for path in wanted):
         return out
     with tempfile.TemporaryDirectory() as work:
@@ -55,6 +59,10 @@ def vocabulary_cases(name):
     texts[-1] = texts[-1].removesuffix("\n__ggml_vocab_test__\n")
     ids = path.with_name(path.name + ".out").read_text(encoding="utf-8").split("\n")
     return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids)]
+
+
+def grammar(name) -> str:
+    return (folder() / "grammars" / f"{name}.gbnf").read_text(encoding="utf-8")
 
 
 def template(name) -> str:

@@ -98,6 +98,20 @@ def test_run_prints_the_greedy_continuation(capsys, smollm2_path):
     assert code == 0 and out == " Paris.\n\n"
 
 
+def test_run_under_a_grammar_or_schema(capsys, tmp_path, smollm2_path):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    code, out, err = run(capsys, "run", "--chat", "-p", "Describe a cat.", "-j", json.dumps(schema), "--temp", "0")
+    assert code == 0 and set(json.loads(out)) == {"name", "age"}
+    (tmp_path / "yn.gbnf").write_text('root ::= "yes" | "no"')
+    code, out, err = run(capsys, "run", "-p", "Is the sky blue? Answer:", "--grammar-file", str(tmp_path / "yn.gbnf"))
+    assert code == 0 and out in ("yes\n", "no\n")
+    code, out, err = run(capsys, "run", "-p", "x", "--grammar", "root ::= [")
+    assert code == 1 and err.count("\n") == 1 and "GBNF" in err
+    code, out, err = run(capsys, "run", "-p", "x", "--json-schema-file", str(tmp_path / "missing.json"))
+    assert code == 1 and "cannot read --json-schema-file" in err
+
+
 def test_chat_keeps_the_conversation_and_resets(capsys, monkeypatch, smollm2_path):
     import io
     monkeypatch.setattr("sys.stdin", io.StringIO("What is the capital of France?\n/reset\n"

@@ -34,9 +34,6 @@ def test_the_module_is_nibble(as_llama_cpp):
 
 
 def test_what_nibble_cannot_do_yet_is_refused_not_ignored(llm_small):
-    grammar = runtime.LlamaGrammar.from_string('root ::= "yes" | "no"')
-    with pytest.raises(NotImplementedError, match="grammar"):
-        llm_small("Yes or no?", grammar=grammar)
     with pytest.raises(NotImplementedError, match="mirostat_mode"):
         llm_small.create_chat_completion(MESSAGES, mirostat_mode=2)
     with pytest.raises(TypeError, match="'temprature'"):
@@ -91,3 +88,13 @@ def test_llama_index_llamacpp_complete_stream_and_chat(as_llama_cpp, smollm2_pat
     assert completion == streamed == expected and len(expected) > 5
     answer = llm.chat([ChatMessage(role="user", content="Say hello.")])
     assert answer.message.content.strip()
+
+
+@pytest.mark.filterwarnings("ignore:`langchain-community` is being sunset:DeprecationWarning")
+def test_langchain_llamacpp_grammar_path(as_llama_cpp, tmp_path, smollm2_path):
+    """LlamaCpp(grammar_path=...) reads the file with LlamaGrammar.from_file and passes it to every call."""
+    from langchain_community.llms import LlamaCpp
+    path = tmp_path / "answer.gbnf"
+    path.write_text('root ::= ("yes" | "no")\n')
+    llm = LlamaCpp(model_path=str(smollm2_path), grammar_path=str(path), temperature=0, max_tokens=8, verbose=False)
+    assert llm.invoke("Is Paris in France? Answer:") in ("yes", "no")

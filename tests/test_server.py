@@ -147,6 +147,37 @@ def test_prompt_cache_reuses_a_slot(server, client):
     assert server.metric("prompt_tokens_cached_total") - before >= 20   # the system and first user turn
 
 
+def test_structured_output_equals_llama(server, client, llm):
+    """response_format json_schema (OpenAI's shape, and openai's parse() with a pydantic model), llama-server's
+    json_schema and grammar fields: the server's answer equals Llama's under the same constraint."""
+    import pydantic
+
+    class City(pydantic.BaseModel):
+        name: str
+        country: str
+        population: int
+
+    messages = [{"role": "user", "content": "Describe Paris as JSON with its name, country and population."}]
+    schema = City.model_json_schema()
+    expected = llm.create_chat_completion(messages, temperature=0, max_tokens=100, response_format={
+        "type": "json_schema", "json_schema": {"name": "City", "schema": schema}})["choices"][0]["message"]["content"]
+    parsed = client.chat.completions.parse(model="smollm2", messages=messages, response_format=City, temperature=0,
+                                           max_tokens=100)
+    assert parsed.choices[0].message.content == expected
+    assert parsed.choices[0].message.parsed == City.model_validate_json(expected)
+    streamed = client.chat.completions.create(model="smollm2", messages=messages, temperature=0, max_tokens=100,
+                                              stream=True, extra_body={"json_schema": schema})
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected
+
+    grammar = 'root ::= "yes" | "no"'
+    prompt = "Is Paris the capital of France? Answer:"
+    reply = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=8,
+                                      extra_body={"grammar": grammar})
+    assert reply.choices[0].text == llm.create_completion(prompt, grammar=grammar, temperature=0,
+                                                          max_tokens=8)["choices"][0]["text"]
+    assert reply.choices[0].text in ("yes", "no") and reply.choices[0].finish_reason == "stop"
+
+
 def test_models_tokenize_detokenize(server, client, llm):
     assert [m.id for m in client.models.list().data] == [Path(llm.model_path).name]
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -179,6 +210,11 @@ def test_errors_in_openai_shape(server):
     assert str(CTX_PER_SLOT) in _error(post("/v1/completions", json.dumps({"prompt": long_prompt}).encode()), 400)
     assert "not supported" in _error(post("/v1/chat/completions", json.dumps(
         {"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}).encode()), 400)
+    assert "response_format" in _error(post("/v1/chat/completions", json.dumps(
+        {"messages": MESSAGES, "response_format": {"type": "yaml"}}).encode()), 400)
+    assert "GBNF" in _error(post("/v1/completions", json.dumps({"prompt": "Hi", "grammar": "root ::= ["}).encode()), 400)
+    assert "not several" in _error(post("/v1/completions", json.dumps(
+        {"prompt": "Hi", "grammar": 'root ::= "a"', "json_schema": {"type": "object"}}).encode()), 400)
     assert _error(post("/v1/chat/completions", json.dumps({"messages": MESSAGES}).encode(),
                        h={"Authorization": "Bearer wrong"}), 401)
     assert _error(post("/v1/chat/completions", json.dumps({"messages": MESSAGES}).encode(), h={}), 401)

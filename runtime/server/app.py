@@ -28,6 +28,7 @@ from ..chat_template import ChatTemplate, ChatTemplateError
 from ..completion import (chat_chunk, chat_prompt_tokens, chat_response, completion_budget, completion_chunk,
                           completion_response, new_meta, text_prompt_tokens, usage)
 from ..embedding import file_pooling
+from ..grammar import GrammarError
 from ..model import load_model
 from .engine import EmbeddingJob, Engine, Job, QueueFull
 from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, ApiError, BadRequest, NotFound, TooLarge, Unauthorized,
@@ -277,10 +278,16 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None):
     if n_prompt >= n_ctx:
         raise BadRequest(f"the prompt ({n_prompt} tokens) does not fit the context of {n_ctx} tokens per slot "
                          "(with room for one generated token)", param="messages" if chat else "prompt")
+    # a grammar's view of the vocabulary takes up to a second to build the first time: not on the event loop
+    try:
+        constraint = None if req.grammar is None else \
+            await asyncio.to_thread(req.grammar.constraint, state.model.tokenizer, n_vocab)
+    except GrammarError as error:
+        raise BadRequest(str(error)) from None
     events: asyncio.Queue = asyncio.Queue()
     outbox = state.outbox(asyncio.get_running_loop())
     job = Job(prompt=tokens, sampling=req.sampling, max_tokens=completion_budget(n_ctx, n_prompt, req.max_tokens),
-              stop=req.stop, seed=req.seed, emit=lambda event: outbox.put(events, event))
+              stop=req.stop, seed=req.seed, constraint=constraint, emit=lambda event: outbox.put(events, event))
     try:
         engine.submit(job)
     except QueueFull as error:

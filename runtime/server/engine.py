@@ -43,6 +43,7 @@ class Job:
     stop: list[str]
     emit: Callable[[tuple], None]
     seed: int | None = None
+    constraint: object = None       # a grammar.Constraint: the tokens its grammar allows, made for this job
     cancelled: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -263,7 +264,9 @@ class Engine:
     def _sample(self, slot, logits):
         job, params = slot.job, slot.job.sampling
         history = slot.tokens[-params.penalty_last_n:] if params.penalty_last_n else ()
-        token = slot.sampler.sample(logits, history)
+        token = slot.sampler.sample(logits, history, job.constraint)
+        if job.constraint is not None:
+            job.constraint.accept(token)
         text, finish_reason = slot.stream.push(token)
         self.stats["generated_tokens"] += not self.model.tokenizer.is_eog(token)
         if finish_reason is None and len(slot.tokens) >= self.n_ctx:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..completion import stop_list
+from ..grammar import Grammar, GrammarError
 from ..sampling import SamplingParams
 
 
@@ -90,7 +91,10 @@ CHAT_FIELDS = {**COMMON_FIELDS, "messages": (lambda v: isinstance(v, list) and l
 COMPLETION_FIELDS = {**COMMON_FIELDS, "prompt": (_prompt, "a string or a list of token ids", ...),
                      "echo": (lambda v: isinstance(v, bool), "true or false", False)}
 # Known to the OpenAI API but not served yet: a clear 400 rather than a silently different answer.
-NOT_YET = ("tools", "functions", "response_format", "logprobs", "top_logprobs", "suffix", "grammar", "json_schema")
+NOT_YET = ("tools", "functions", "logprobs", "top_logprobs", "suffix")
+# Ways to constrain the output, as llama-server takes them: OpenAI's response_format, a JSON schema, GBNF text.
+CONSTRAINTS = {"response_format": Grammar.for_response_format, "json_schema": Grammar.from_json_schema,
+               "grammar": Grammar.from_gbnf}
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -104,14 +108,27 @@ class GenerationRequest:
     include_usage: bool
     model: str | None
     body: dict
+    grammar: Grammar | None = None
+
+
+def output_grammar(body) -> Grammar | None:
+    """The grammar the request's response_format, json_schema or grammar field asks for (at most one)."""
+    given = [name for name in CONSTRAINTS if body.get(name) is not None]
+    if len(given) > 1:
+        raise BadRequest(f"give one of {', '.join(given)}, not several", param=given[1])
+    if not given:
+        return None
+    try:
+        return CONSTRAINTS[given[0]](body[given[0]])
+    except GrammarError as error:
+        raise BadRequest(str(error), param=given[0]) from None
 
 
 def parse(body, table) -> GenerationRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     for name in NOT_YET:
-        if body.get(name) not in (None, False, [], {}) and not (name == "response_format" and
-                                                                 body[name] == {"type": "text"}):
+        if body.get(name) not in (None, False, [], {}):
             raise BadRequest(f"'{name}' is not supported by nibble's server yet", param=name)
     values = {}
     for name, (accepts, expected, default) in table.items():
@@ -140,7 +157,7 @@ def parse(body, table) -> GenerationRequest:
     return GenerationRequest(sampling=sampling, max_tokens=max_tokens, stop=stop_list(values["stop"]),
                              seed=values["seed"], stream=values["stream"],
                              include_usage=bool((values["stream_options"] or {}).get("include_usage")),
-                             model=values["model"], body=body)
+                             model=values["model"], body=body, grammar=output_grammar(body))
 
 
 def embedding_inputs(body, tokenizer, n_vocab, limit):

@@ -33,9 +33,10 @@ def stop_list(stop) -> list[str]:
     return [stop] if isinstance(stop, str) and stop else [s for s in (stop or []) if s]
 
 
-def chat_prompt_tokens(template: ChatTemplate, tokenizer: Tokenizer, messages) -> list[int]:
-    """A conversation as the model's chat template writes it, ready for the assistant's reply."""
-    prompt = template.render(messages, add_generation_prompt=True, tools=None)
+def chat_prompt_tokens(template: ChatTemplate, tokenizer: Tokenizer, messages, tools=None) -> list[int]:
+    """A conversation as the model's chat template writes it (with `tools` where it renders them), ready for
+    the assistant's reply."""
+    prompt = template.render(messages, add_generation_prompt=True, tools=tools)
     return tokenizer.encode(prompt, add_special=False, parse_special=True)
 
 
@@ -132,16 +133,30 @@ def completion_response(meta, text, finish_reason, n_prompt, n_completion):
     return {**completion_chunk(meta, text, finish_reason), "usage": usage(n_prompt, n_completion)}
 
 
-def chat_response(meta, text, finish_reason, n_prompt, n_completion):
+def chat_response(meta, text, finish_reason, n_prompt, n_completion, tool_calls=None):
+    """A chat.completion; with tool calls the message carries them and finish_reason is "tool_calls"."""
+    message = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"], finish_reason = tool_calls, "tool_calls"
     return {**header(meta, "chat.completion"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage(n_prompt, n_completion)}
 
 
 def chat_chunk(meta, delta, finish_reason=None):
     return {**header(meta, "chat.completion.chunk"),
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+def tool_reply_chunks(meta, content, tool_calls, finish_reason):
+    """A finished reply with tools as OpenAI's stream: the role, the content, one delta per tool call (with its
+    index), then the finish reason."""
+    yield chat_chunk(meta, {"role": "assistant"})
+    if content:
+        yield chat_chunk(meta, {"content": content})
+    for i, call in enumerate(tool_calls):
+        yield chat_chunk(meta, {"tool_calls": [{"index": i, **call}]})
+    yield chat_chunk(meta, {}, "tool_calls" if tool_calls else finish_reason)
 
 
 def chat_chunks(meta, pieces):

@@ -66,6 +66,11 @@ class Grammar:
         return cls(definition, "JSON schema")
 
     @classmethod
+    def from_lark(cls, text: str, source: str = "Lark grammar") -> "Grammar":
+        """llguidance's own Lark-like syntax (regex & and ~, %json {schema}): what nibble builds for tool calls."""
+        return cls(LLMatcher.grammar_from_lark(text), source)
+
+    @classmethod
     def for_response_format(cls, response_format) -> "Grammar | None":
         """OpenAI's response_format ({"type": "text" | "json_object" | "json_schema", ...}) as a grammar, None
         for text. Also llama-cpp-python's {"type": "json_object", "schema": {...}}."""

@@ -22,11 +22,12 @@ from cpu_kernels import set_threads
 from .chat_template import ChatTemplate
 from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
                          completion_chunk, completion_response, infill_prompt_tokens, new_meta, shared_prefix,
-                         text_prompt_tokens)
+                         text_prompt_tokens, tool_reply_chunks)
 from .embedding import embed_tokens, pooling_type as parse_pooling_type
 from .grammar import Grammar, as_grammar
 from .model import VocabOnly, load_model
 from .sampling import DEFAULT_SEED, Sampler, SamplingParams
+from .tools import check_tools, tool_plan
 
 # llama-cpp-python 0.3's constructor arguments that change nothing in nibble: name -> (the value that asks
 # for nothing, why). Another value warns once per process. f16_kv and n_parts are older llama-cpp-python's,
@@ -275,7 +276,8 @@ class Llama:
                                       parse_special=special)
 
     def detokenize(self, tokens, prev_tokens=None, special: bool = False) -> bytes:
-        data = b"".join(self.tokenizer_.token_bytes(int(t), special) for t in tokens)
+        tokens = [int(t) for t in tokens]
+        data = b"".join(self.tokenizer_.token_bytes(t, special) for t in tokens)
         if not prev_tokens and tokens and tokens[0] == self.token_bos() and data.startswith(b" "):
             data = data[1:]
         return data
@@ -445,29 +447,40 @@ class Llama:
                                response_format=None, max_tokens: int | None = None, presence_penalty: float = 0.0,
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0, logit_bias=None,
                                logprobs: bool | None = None, top_logprobs: int | None = None, model=None,
-                               grammar=None, **kwargs):
+                               grammar=None, parallel_tool_calls: bool = False, **kwargs):
         """Answer a conversation with the model's chat template: chat.completion, or chunks when streaming.
-        response_format (OpenAI's json_object / json_schema) or grammar constrains the reply."""
+        response_format (OpenAI's json_object / json_schema) or grammar constrains the reply; with tools
+        (or legacy functions) the reply may call them (see runtime.tools), and a stream of such a reply comes
+        when it is complete."""
         self._require_decoder()
         _refuse_unsupported(kwargs)
-        if functions or tools:
-            raise NotImplementedError("tools and functions are not supported by nibble yet")
         if response_format is not None and grammar is not None:
             raise ValueError("give response_format or grammar, not both")
         grammar = Grammar.for_response_format(response_format) if response_format is not None else as_grammar(grammar)
-        prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, messages)
+        tools, tool_choice = check_tools(tools, tool_choice, functions, function_call)
+        plan = tool_plan(self._chat_template.source, messages, tools, tool_choice, parallel_tool_calls) if tools else None
+        if plan is not None and grammar is not None:
+            raise ValueError("give tools or response_format/grammar, not both")
+        prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, plan.messages if plan else messages,
+                                           tools=plan.tools if plan else None)
         completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
                                             top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                            repeat_penalty=repeat_penalty, top_k=top_k, stream=stream, seed=seed,
-                                            logit_bias=logit_bias, model=model, grammar=grammar,
+                                            repeat_penalty=repeat_penalty, top_k=top_k, stream=stream and not plan,
+                                            seed=seed, logit_bias=logit_bias, model=model,
+                                            grammar=plan.grammar if plan else grammar,
                                             logprobs=(top_logprobs or 0) if logprobs else None)
-        if stream:
+        if stream and not plan:
             return self._chat_stream(completion)
         choice = completion["choices"][0]
         meta = {**completion, "id": "chat" + completion["id"]}
-        response = chat_response(meta, choice["text"], choice["finish_reason"], completion["usage"]["prompt_tokens"],
-                                 completion["usage"]["completion_tokens"])
+        content, calls = plan.parse(choice["text"]) if plan else (choice["text"], [])
+        if stream:
+            return tool_reply_chunks(meta, content, calls, choice["finish_reason"])
+        response = chat_response(meta, content, choice["finish_reason"], completion["usage"]["prompt_tokens"],
+                                 completion["usage"]["completion_tokens"], calls)
+        if calls and functions is not None:      # the legacy functions API answers with function_call
+            response["choices"][0]["message"]["function_call"] = calls[0]["function"]
         if logprobs:
             response["choices"][0]["logprobs"] = _chat_logprobs(choice["logprobs"], top_logprobs or 0)
         return response

@@ -14,7 +14,7 @@ from runtime.registry import cache_dir
 VERSION = "0.3.36"
 VOCABULARIES = ("phi-3", "llama-spm", "qwen2", "bert-bge", "starcoder")
 TEMPLATES = ("Qwen-Qwen3-0.6B", "microsoft-Phi-3.5-mini-instruct", "google-gemma-2-2b-it",
-             "mistralai-Mistral-Nemo-Instruct-2407")
+             "mistralai-Mistral-Nemo-Instruct-2407", "Qwen-Qwen2.5-7B-Instruct")
 GRAMMARS = ("arithmetic", "c", "chess", "english", "japanese", "json", "json_arr", "list")
 
 

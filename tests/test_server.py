@@ -178,6 +178,31 @@ def test_structured_output_equals_llama(server, client, llm):
     assert reply.choices[0].text in ("yes", "no") and reply.choices[0].finish_reason == "stop"
 
 
+def test_tool_calls_equal_llama(server, client, llm):
+    """tools and tool_choice through the openai client, streamed and not: the same calls as Llama's."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city",
+                                               "parameters": {"type": "object", "required": ["city"],
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    options = dict(temperature=0, max_tokens=100, tools=tools, tool_choice="required")
+    expected = llm.create_chat_completion(messages, **options)["choices"][0]["message"]["tool_calls"]
+    reply = client.chat.completions.create(model="smollm2", messages=messages, **options)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in reply.choices[0].message.tool_calls] == \
+        [(c["function"]["name"], c["function"]["arguments"]) for c in expected]
+    chunks = list(client.chat.completions.create(model="smollm2", messages=messages, stream=True, **options))
+    streamed = [d.tool_calls[0] for d in (c.choices[0].delta for c in chunks) if d.tool_calls]
+    assert [(c.function.name, c.function.arguments) for c in streamed] == \
+        [(c["function"]["name"], c["function"]["arguments"]) for c in expected]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # the conversation goes on with the call and its result
+    history = messages + [reply.choices[0].message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": reply.choices[0].message.tool_calls[0].id, "content": "18 C"}]
+    answer = client.chat.completions.create(model="smollm2", messages=history, temperature=0, max_tokens=60,
+                                            tools=tools)
+    assert answer.choices[0].message.content or answer.choices[0].message.tool_calls
+
+
 def test_models_tokenize_detokenize(server, client, llm):
     assert [m.id for m in client.models.list().data] == [Path(llm.model_path).name]
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -208,8 +233,10 @@ def test_errors_in_openai_shape(server):
     assert "5000" in message and str(CTX_PER_SLOT) in message
     long_prompt = "word " * (CTX_PER_SLOT + 10)
     assert str(CTX_PER_SLOT) in _error(post("/v1/completions", json.dumps({"prompt": long_prompt}).encode()), 400)
+    assert "tools[0]" in _error(post("/v1/chat/completions", json.dumps(
+        {"messages": MESSAGES, "tools": [{"type": "function"}]}).encode()), 400)
     assert "not supported" in _error(post("/v1/chat/completions", json.dumps(
-        {"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}).encode()), 400)
+        {"messages": MESSAGES, "logprobs": True}).encode()), 400)
     assert "response_format" in _error(post("/v1/chat/completions", json.dumps(
         {"messages": MESSAGES, "response_format": {"type": "yaml"}}).encode()), 400)
     assert "GBNF" in _error(post("/v1/completions", json.dumps({"prompt": "Hi", "grammar": "root ::= ["}).encode()), 400)

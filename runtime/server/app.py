@@ -26,9 +26,10 @@ from starlette.routing import Route
 
 from ..chat_template import ChatTemplate, ChatTemplateError
 from ..completion import (chat_chunk, chat_prompt_tokens, chat_response, completion_budget, completion_chunk,
-                          completion_response, new_meta, text_prompt_tokens, usage)
+                          completion_response, new_meta, text_prompt_tokens, tool_reply_chunks, usage)
 from ..embedding import file_pooling
 from ..grammar import GrammarError
+from ..tools import ToolError, check_tools, tool_plan
 from ..model import load_model
 from .engine import EmbeddingJob, Engine, Job, QueueFull
 from .requests import (CHAT_FIELDS, COMPLETION_FIELDS, ApiError, BadRequest, NotFound, TooLarge, Unauthorized,
@@ -243,11 +244,24 @@ async def chat_completions(request):
     engine = _generating(state)
     body = await _read_json(request, state.config.max_body_bytes)
     req = parse(body, CHAT_FIELDS)
+    messages = chat_messages(body["messages"])
     try:
-        tokens = chat_prompt_tokens(state.template, state.model.tokenizer, chat_messages(body["messages"]))
+        tools, tool_choice = check_tools(body.get("tools"), body.get("tool_choice"), body.get("functions"),
+                                         body.get("function_call"))
+        plan = tool_plan(state.template.source, messages, tools, tool_choice,
+                         bool(body.get("parallel_tool_calls"))) if tools else None
+    except ToolError as error:
+        raise BadRequest(str(error), param="tools") from None
+    if plan is not None:
+        if req.grammar is not None:
+            raise BadRequest("give tools or response_format/json_schema/grammar, not both", param="tools")
+        req.grammar = plan.grammar
+    try:
+        tokens = chat_prompt_tokens(state.template, state.model.tokenizer, plan.messages if plan else messages,
+                                    tools=plan.tools if plan else None)
     except ChatTemplateError as error:
         raise BadRequest(str(error), param="messages") from None
-    return await _generate(request, state, engine, req, tokens, chat=True)
+    return await _generate(request, state, engine, req, tokens, chat=True, plan=plan)
 
 
 async def completions(request):
@@ -266,7 +280,9 @@ async def completions(request):
                            echo=echo if body.get("echo") else None)
 
 
-async def _generate(request, state, engine, req, tokens, chat, echo=None):
+async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=None):
+    """Run one request on the engine; `plan` (tools.ToolPlan) reads tool calls out of a chat reply, which is
+    then streamed when complete."""
     n_prompt, n_ctx, n_vocab = len(tokens), engine.n_ctx, state.model.hp.n_vocab
     if any(t >= n_vocab for t in req.sampling.logit_bias):
         raise BadRequest(f"'logit_bias' keys must be token ids in 0..{n_vocab - 1}", param="logit_bias")
@@ -295,7 +311,7 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None):
     meta = new_meta(req.model or state.model_name, "chatcmpl-" if chat else "cmpl-")
     watcher = asyncio.create_task(_cancel_on_disconnect(request, engine, job))
     if req.stream:
-        return StreamingResponse(_sse(engine, job, events, watcher, meta, chat, echo, req.include_usage),
+        return StreamingResponse(_sse(engine, job, events, watcher, meta, chat, echo, req.include_usage, plan),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     text = ""
     try:
@@ -313,11 +329,12 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None):
         watcher.cancel()
         engine.cancel(job)
     if chat:
-        return JSONResponse(chat_response(meta, text, finish_reason, n_prompt, n_completion))
+        content, calls = plan.parse(text) if plan else (text, [])
+        return JSONResponse(chat_response(meta, content, finish_reason, n_prompt, n_completion, calls))
     return JSONResponse(completion_response(meta, (echo or "") + text, finish_reason, n_prompt, n_completion))
 
 
-async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage):
+async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage, plan=None):
     def data(obj):
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -326,22 +343,31 @@ async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage):
             return chat_chunk(meta, {"content": text} if text else {}, finish_reason)
         return completion_chunk(meta, text, finish_reason)
 
+    held = ""                # a reply with tools: its text, parsed when complete
     try:
-        if chat:
+        if chat and not plan:
             yield data(chat_chunk(meta, {"role": "assistant", "content": ""}))
         elif echo:
             yield data(piece(echo))
         while True:
             event = await events.get()
             if event[0] == "text":
-                yield data(piece(event[1]))
+                if plan:
+                    held += event[1]
+                else:
+                    yield data(piece(event[1]))
                 continue
             if event[0] == "end":
                 _, rest, finish_reason, n_prompt, n_completion = event
-                if rest and chat:
+                if plan:
+                    content, calls = plan.parse(held + rest)
+                    for chunk in tool_reply_chunks(meta, content, calls, finish_reason):
+                        yield data(chunk)
+                elif rest and chat:
                     yield data(piece(rest))
-                    rest = ""
-                yield data(piece(rest, finish_reason))
+                    yield data(piece("", finish_reason))
+                else:
+                    yield data(piece(rest, finish_reason))
                 if include_usage:
                     kind = "chat.completion.chunk" if chat else "text_completion"
                     yield data({"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"],

@@ -91,7 +91,7 @@ CHAT_FIELDS = {**COMMON_FIELDS, "messages": (lambda v: isinstance(v, list) and l
 COMPLETION_FIELDS = {**COMMON_FIELDS, "prompt": (_prompt, "a string or a list of token ids", ...),
                      "echo": (lambda v: isinstance(v, bool), "true or false", False)}
 # Known to the OpenAI API but not served yet: a clear 400 rather than a silently different answer.
-NOT_YET = ("tools", "functions", "logprobs", "top_logprobs", "suffix")
+NOT_YET = ("logprobs", "top_logprobs", "suffix")
 # Ways to constrain the output, as llama-server takes them: OpenAI's response_format, a JSON schema, GBNF text.
 CONSTRAINTS = {"response_format": Grammar.for_response_format, "json_schema": Grammar.from_json_schema,
                "grammar": Grammar.from_gbnf}

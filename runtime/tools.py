@@ -68,6 +68,9 @@ def check_tools(tools, tool_choice, functions=None, function_call=None):
         if not isinstance(function.get("parameters", {}), dict):
             raise ToolError(f"tools[{i}].function.parameters must be a JSON schema object")
     tool_choice = "auto" if tool_choice is None else tool_choice
+    names = {t["function"]["name"] for t in tools}
+    if isinstance(tool_choice, str) and tool_choice in names - {"none", "auto", "required"}:
+        tool_choice = {"type": "function", "function": {"name": tool_choice}}   # LangChain's bind_tools passes a name
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name")
         if name not in {t["function"]["name"] for t in tools}:

@@ -98,3 +98,23 @@ def test_langchain_llamacpp_grammar_path(as_llama_cpp, tmp_path, smollm2_path):
     path.write_text('root ::= ("yes" | "no")\n')
     llm = LlamaCpp(model_path=str(smollm2_path), grammar_path=str(path), temperature=0, max_tokens=8, verbose=False)
     assert llm.invoke("Is Paris in France? Answer:") in ("yes", "no")
+
+
+@pytest.mark.filterwarnings("ignore:`langchain-community` is being sunset:DeprecationWarning")
+def test_langchain_chatllamacpp_tools_and_structured_output(as_llama_cpp, smollm2_path):
+    """ChatLlamaCpp.bind_tools(tool_choice=...) and with_structured_output(pydantic model), which LangChain
+    builds on tool calls, on the real SmolLM2."""
+    import pydantic
+    from langchain_community.chat_models import ChatLlamaCpp
+
+    class Weather(pydantic.BaseModel):
+        """Get the current weather in a city."""
+        city: str
+
+    chat = ChatLlamaCpp(model_path=str(smollm2_path), temperature=0, max_tokens=100, rope_freq_base=100000.0,
+                        verbose=False)
+    message = chat.bind_tools([Weather], tool_choice="Weather").invoke("What is the weather in Paris?")
+    assert [call["name"] for call in message.tool_calls] == ["Weather"]
+    assert set(message.tool_calls[0]["args"]) == {"city"}
+    answer = chat.with_structured_output(Weather).invoke("What is the weather in Paris?")
+    assert isinstance(answer, Weather) and answer.city

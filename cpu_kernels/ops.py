@@ -16,13 +16,22 @@ from .bits import F32, bits_to_f32, fp16_to_fp32, fp32_to_fp16
 SERIAL_BELOW = 1 << 15     # elements: one row below this runs on the calling thread alone
 
 
-def rowwise(py_fn):
+# Fast-math that cannot reorder, fuse or approximate arithmetic, only assume finite numbers: for elementwise
+# chains (a gate times sigmoid times up). With full fast-math, the process that compiles such a parallel loop
+# ran different code (other FMAs and association) than every later process that loads it from the cache:
+# 1-ulp differences that gave a first run other logits (up to 0.009 on SmolLM2) than all later runs.
+SAME_ORDER = {"nnan", "ninf", "nsz"}
+
+
+def rowwise(py_fn=None, *, fastmath=True):
     """A row-wise kernel that runs over the kernel threads for batches and on the calling thread alone for
     one short row (one sequence's generation), where waking the other threads for a few microseconds of work
     costs about what the work does. A server's decode step of 4-8 rows of 576 is faster in parallel (8 rows
     of SmolLM2: 41 against 46 ms per step). Both run the same compiled code (a parallel region of one
     thread), so they give the same bits."""
-    parallel = njit(cache=True, parallel=True, fastmath=True, nogil=True)(py_fn)
+    if py_fn is None:
+        return functools.partial(rowwise, fastmath=fastmath)
+    parallel = njit(cache=True, parallel=True, fastmath=fastmath, nogil=True)(py_fn)
 
     def serial(*args):
         threads = numba.get_num_threads()
@@ -251,7 +260,7 @@ def masked_softmax(scores, q_pos, group, slot_pos, scale, window, softcap):
         softmax_inplace(row, row.size)
 
 
-@rowwise
+@rowwise(fastmath=SAME_ORDER)
 def silu_mul(gate, up, out):
     """out = silu(gate) * up, for (n, d) arrays (the SwiGLU feed-forward)."""
     n, d = gate.shape
@@ -264,7 +273,7 @@ def silu_mul(gate, up, out):
 SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))
 
 
-@rowwise
+@rowwise(fastmath=SAME_ORDER)
 def gelu_tanh_mul(gate, up, out):
     """out = gelu_tanh(gate) * up (Gemma's GeGLU), exact tanh form."""
     n, d = gate.shape
@@ -296,7 +305,7 @@ def erf(x):
     return x * p / q
 
 
-@rowwise
+@rowwise(fastmath=SAME_ORDER)
 def add_bias_gelu(x, bias):
     """x = gelu(x + bias) in place, for (n, d) x: the exact (erf) GELU of BERT's feed-forward, as PyTorch's
     nn.GELU() (ggml's ggml_gelu is the tanh approximation, looked up in float16)."""

@@ -1,5 +1,7 @@
 """Every kernel against a float64 reference: quantized matvec and matmul for every format
 (random odd shapes and real tensors from both models), and the transformer-step ops."""
+import os
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
@@ -299,3 +301,17 @@ def test_top_k_is_a_stable_descending_sort_prefix():
         logits[rng.integers(0, logits.size, 200)] = 2.5      # ties: the lower index comes first
         assert np.array_equal(cpu_kernels.top_k(logits, k), np.argsort(-logits, kind="stable")[:k])
     assert np.array_equal(cpu_kernels.top_k(np.float32([1, 3, 2]), 10), [1, 2, 0])
+
+
+def test_a_process_that_compiles_the_ops_computes_what_later_ones_load(tmp_path):
+    """Run the elementwise-chain ops in a process with an empty kernel cache (it compiles them), then in a
+    second one (it loads them): the same bits. Full fast-math broke this (silu_mul, 1 ulp, 0.009 in SmolLM2's
+    logits on a first run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).parent / "kernel_bits.py"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True).stdout
+            for _ in range(2)]
+    assert runs[0].count("\n") == 3 and runs[0] == runs[1]

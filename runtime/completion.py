@@ -160,11 +160,13 @@ def tool_reply_chunks(meta, content, tool_calls, finish_reason):
 
 
 def chat_chunks(meta, pieces):
-    """OpenAI's chat stream from (text, finish_reason) pieces: the role first, then content deltas, then an
-    empty delta carrying the finish reason."""
+    """OpenAI's chat stream from (text, finish_reason, logprobs or None) pieces: the role first, then content
+    deltas (with their logprobs), then an empty delta carrying the finish reason."""
     yield chat_chunk(meta, {"role": "assistant"})
-    for text, finish_reason in pieces:
-        if text:
-            yield chat_chunk(meta, {"content": text})
+    for text, finish_reason, logprobs in pieces:
+        if text or logprobs:
+            chunk = chat_chunk(meta, {"content": text})
+            chunk["choices"][0]["logprobs"] = logprobs
+            yield chunk
         if finish_reason is not None:
             yield chat_chunk(meta, {}, finish_reason)

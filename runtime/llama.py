@@ -131,6 +131,43 @@ def _chat_logprobs(completion_logprobs, n_top) -> dict:
             "refusal": None}
 
 
+class _LogprobWriter:
+    """llama-cpp-python's logprobs object written a few tokens at a time (a stream's chunks): each offset is
+    the length of the text before the token, kept up to date one token at a time."""
+
+    def __init__(self, llm, n_top, offset, after_bos=False):
+        self.llm, self.n_top, self.offset = llm, n_top, offset
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.drop_leading_space = after_bos     # as detokenize does after BOS
+        self.previous = []
+
+    def write(self, entries) -> dict:
+        """The object for (token, the logits that predicted it or None) entries that follow those written."""
+        llm = self.llm
+        out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+        for token, logits in entries:
+            before = self.previous         # detokenize only asks whether tokens precede
+            text = llm.detokenize([token], prev_tokens=before).decode("utf-8", errors="ignore")
+            out["tokens"].append(text)
+            out["text_offset"].append(self.offset)
+            piece = llm.tokenizer_.token_bytes(int(token), False)
+            if self.drop_leading_space and piece:
+                piece, self.drop_leading_space = piece.removeprefix(b" "), False
+            self.offset += len(self.decoder.decode(piece))
+            self.previous = [token]
+            if logits is None:
+                out["token_logprobs"].append(None)
+                out["top_logprobs"].append(None)
+                continue
+            row = log_softmax(logits)
+            top = {llm.detokenize([int(t)], prev_tokens=before).decode("utf-8", errors="ignore"): float(row[t])
+                   for t in np.argsort(-row, kind="stable")[:self.n_top]}
+            top[text] = float(row[token])
+            out["token_logprobs"].append(float(row[token]))
+            out["top_logprobs"].append(top)
+        return out
+
+
 class ContextFullError(ValueError):
     """The prompt, or prompt plus what is asked for, does not fit the context window."""
 
@@ -350,8 +387,8 @@ class Llama:
         if logprobs is not None:
             if not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0:
                 raise ValueError(f"logprobs must be a number of top tokens (0 or more), got {logprobs!r}")
-            if stream:
-                raise NotImplementedError("logprobs with stream=True is not supported by nibble yet")
+            if echo and stream:
+                raise ValueError("logprobs with echo=True is not streamed: call without stream=True")
             if echo and not self.logits_all:
                 raise ValueError("logprobs with echo=True needs the prompt's logits: create the Llama with "
                                  "logits_all=True")
@@ -369,7 +406,8 @@ class Llama:
         pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed, steps, as_grammar(grammar))
         meta = new_meta(model or self.model_path)
         if stream:
-            return self._completion_stream(meta, pieces, prompt_text if echo else None)
+            writer = None if logprobs is None else _LogprobWriter(self, logprobs, len(prompt_text))
+            return self._completion_stream(meta, pieces, prompt_text if echo else None, steps, writer)
         text, finish_reason, n_completion = "", None, 0
         for piece, finish_reason, n_completion in pieces:
             text += piece
@@ -391,39 +429,24 @@ class Llama:
                        for j in range(start, len(prompt_tokens))] + entries
             if entries:
                 entries[0] = (entries[0][0], None)
-        tokens = [token for token, _ in entries]
-        # each offset is the length of detokenize(tokens[:i]) decoded, kept up to date one token at a time
-        offset, decoder = 0 if echo else len(prompt_text), codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        drop_leading_space = bool(tokens) and tokens[0] == self.token_bos()   # as detokenize does after BOS
-        out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-        for i, (token, logits) in enumerate(entries):
-            before = tokens[i - 1:i]       # detokenize only asks whether tokens precede
-            text = self.detokenize([token], prev_tokens=before).decode("utf-8", errors="ignore")
-            out["tokens"].append(text)
-            out["text_offset"].append(offset)
-            piece = self.tokenizer_.token_bytes(int(token), False)
-            if drop_leading_space and piece:
-                piece, drop_leading_space = piece.removeprefix(b" "), False
-            offset += len(decoder.decode(piece))
-            if logits is None:
-                out["token_logprobs"].append(None)
-                out["top_logprobs"].append(None)
-                continue
-            row = log_softmax(logits)
-            top = {self.detokenize([int(t)], prev_tokens=before).decode("utf-8", errors="ignore"): float(row[t])
-                   for t in np.argsort(-row, kind="stable")[:n_top]}
-            top[text] = float(row[token])
-            out["token_logprobs"].append(float(row[token]))
-            out["top_logprobs"].append(top)
-        return out
+        writer = _LogprobWriter(self, n_top, 0 if echo else len(prompt_text),
+                                after_bos=bool(entries) and entries[0][0] == self.token_bos())
+        return writer.write(entries)
 
     __call__ = create_completion
 
-    def _completion_stream(self, meta, pieces, echo_text):
+    def _completion_stream(self, meta, pieces, echo_text, steps=None, writer=None):
+        """Chunks as TextStream lets text out; with a logprobs writer each chunk carries the tokens generated
+        since the one before (a stop string held back can put a token's text in a later chunk)."""
         if echo_text:
             yield completion_chunk(meta, echo_text)
-        for piece, finish_reason, _ in pieces:
-            yield completion_chunk(meta, piece, finish_reason)
+        written = 0
+        for piece, finish_reason, count in pieces:
+            chunk = completion_chunk(meta, piece, finish_reason)
+            if writer is not None and count > written:
+                chunk["choices"][0]["logprobs"] = writer.write(steps[written:count])
+                written = count
+            yield chunk
 
     def _completion(self, prompt_tokens, sampling, max_tokens, stop, seed, steps=None, grammar=None):
         """Yield (text, finish_reason, completion_tokens) as TextStream lets text out; the last item carries
@@ -471,7 +494,7 @@ class Llama:
                                             grammar=plan.grammar if plan else grammar,
                                             logprobs=(top_logprobs or 0) if logprobs else None)
         if stream and not plan:
-            return self._chat_stream(completion)
+            return self._chat_stream(completion, (top_logprobs or 0) if logprobs else None)
         choice = completion["choices"][0]
         meta = {**completion, "id": "chat" + completion["id"]}
         content, calls = plan.parse(choice["text"]) if plan else (choice["text"], [])
@@ -486,11 +509,16 @@ class Llama:
         return response
 
     @staticmethod
-    def _chat_stream(completion_chunks):
+    def _chat_stream(completion_chunks, n_top=None):
+        """Completion chunks as chat chunks; with n_top, each carries its tokens' logprobs in OpenAI's shape."""
         chunks = iter(completion_chunks)
         first = next(chunks)
         meta = {**first, "id": "chat" + first["id"]}
-        pieces = ((c["choices"][0]["text"], c["choices"][0]["finish_reason"]) for c in itertools.chain([first], chunks))
+
+        def logprobs(choice):
+            return _chat_logprobs(choice["logprobs"], n_top) if n_top is not None and choice["logprobs"] else None
+        pieces = ((c["choices"][0]["text"], c["choices"][0]["finish_reason"], logprobs(c["choices"][0]))
+                  for c in itertools.chain([first], chunks))
         yield from chat_chunks(meta, pieces)
 
     # ---- embeddings ----

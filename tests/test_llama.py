@@ -179,6 +179,32 @@ def test_chat_logprobs_in_openai_shape(llm):
     assert llm.create_chat_completion(QUESTION, max_tokens=2, temperature=0)["choices"][0]["logprobs"] is None
 
 
+def test_streamed_logprobs_equal_the_whole_reply(llm):
+    """A stream's chunks carry the logprobs of the tokens generated since the chunk before: joined, they are
+    the non-streamed reply's (completion and chat)."""
+    from openai.types.chat import ChatCompletionChunk
+    prompt = "The capital of France is"
+    llm.reset()       # both calls read the whole prompt (a reused prefix gives the first logits another kernel)
+    whole = llm(prompt, max_tokens=12, temperature=0, logprobs=2)["choices"][0]["logprobs"]
+    joined = {key: [] for key in whole}
+    llm.reset()
+    for chunk in llm(prompt, max_tokens=12, temperature=0, logprobs=2, stream=True):
+        for key, values in (chunk["choices"][0]["logprobs"] or {}).items():
+            joined[key] += values
+    assert joined == whole
+    llm.reset()
+    reply = llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2)
+    llm.reset()
+    chunks = list(llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2,
+                                             stream=True))
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+    streamed = [entry for c in chunks if c["choices"][0]["logprobs"] for entry in c["choices"][0]["logprobs"]["content"]]
+    assert streamed == reply["choices"][0]["logprobs"]["content"]
+    with pytest.raises(ValueError, match="not streamed"):
+        llm(prompt, logprobs=1, echo=True, stream=True)
+
+
 def test_suffix_needs_fill_in_the_middle_tokens(llm):
     with pytest.raises(ValueError, match="fill-in-the-middle tokens"):      # SmolLM2 has none
         llm("def add(a, b):", suffix="    return total", max_tokens=4)

@@ -6,6 +6,7 @@ why ("stop" or "length"). The builders below give llama-cpp-python's and OpenAI'
 """
 from __future__ import annotations
 
+import codecs
 import time
 import uuid
 
@@ -62,6 +63,77 @@ def infill_prompt_tokens(tokenizer: Tokenizer, prefix: str, suffix: str, suffix_
     after = [ids["fim_suf"]] + tokenizer.encode(suffix, add_special=False)
     bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
     return bos + (after + before if suffix_first else before + after) + [ids["fim_mid"]]
+
+
+def log_softmax(logits) -> np.ndarray:
+    """Log-probabilities from logits, in float32 as llama-cpp-python's Llama.logits_to_logprobs."""
+    shifted = np.asarray(logits, np.float32) - np.float32(np.max(logits))
+    return shifted - np.log(np.sum(np.exp(shifted), dtype=np.float32))
+
+
+def scored(token, logits, n_top) -> tuple:
+    """(log-probability of `token`, [(id, log-probability)] of the n_top likeliest) under `logits`: the
+    n_top first of a stable descending sort, found without sorting the whole vocabulary."""
+    row = log_softmax(logits)
+    if n_top <= 0:
+        return float(row[token]), []
+    n_top = min(n_top, row.size)
+    candidates = np.nonzero(row >= np.partition(row, -n_top)[-n_top])[0]
+    best = candidates[np.lexsort((candidates, -row[candidates]))][:n_top]
+    return float(row[token]), [(int(t), float(row[t])) for t in best]
+
+
+class LogprobWriter:
+    """llama-cpp-python's logprobs object (tokens, text_offset, token_logprobs, top_logprobs) written a few
+    tokens at a time (a stream's chunks): each offset is the length of the text before the token, kept up to
+    date one token at a time; texts as Llama.detokenize gives them."""
+
+    def __init__(self, tokenizer: Tokenizer, offset: int, after_bos: bool = False):
+        self.tokenizer, self.offset = tokenizer, offset
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.drop_leading_space = after_bos     # as detokenize does after BOS
+        self.previous = False
+
+    def _text(self, token, first):
+        piece = self.tokenizer.token_bytes(int(token), False)
+        if first and token == self.tokenizer.bos_id:
+            piece = piece.removeprefix(b" ")
+        return piece.decode("utf-8", errors="ignore")
+
+    def write(self, entries) -> dict:
+        """The object for (token, (logprob, [(id, logprob)]) or None) entries that follow those written."""
+        out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+        for token, score in entries:
+            first, self.previous = not self.previous, True
+            text = self._text(token, first)
+            out["tokens"].append(text)
+            out["text_offset"].append(self.offset)
+            piece = self.tokenizer.token_bytes(int(token), False)
+            if self.drop_leading_space and piece:
+                piece, self.drop_leading_space = piece.removeprefix(b" "), False
+            self.offset += len(self.decoder.decode(piece))
+            if score is None:
+                out["token_logprobs"].append(None)
+                out["top_logprobs"].append(None)
+                continue
+            logprob, best = score
+            top = {self._text(t, first): value for t, value in best}
+            top[text] = logprob
+            out["token_logprobs"].append(logprob)
+            out["top_logprobs"].append(top)
+        return out
+
+
+def chat_logprobs(completion_logprobs, n_top) -> dict:
+    """OpenAI's chat logprobs from a completion's: per token its text, UTF-8 bytes, log-probability and the
+    n_top likeliest tokens there."""
+    def entry(token, logprob):
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+    return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, v) for t, v in list(top.items())[:n_top]]}
+                        for token, logprob, top in zip(completion_logprobs["tokens"],
+                                                       completion_logprobs["token_logprobs"],
+                                                       completion_logprobs["top_logprobs"])],
+            "refusal": None}
 
 
 class TextStream:

@@ -6,7 +6,6 @@ tokens already in the KV cache evaluates only the rest, so a chat turn does not 
 """
 from __future__ import annotations
 
-import codecs
 import itertools
 import sys
 import time
@@ -20,9 +19,9 @@ import numpy as np
 from cpu_kernels import set_threads
 
 from .chat_template import ChatTemplate
-from .completion import (TextStream, chat_chunks, chat_prompt_tokens, chat_response, completion_budget,
-                         completion_chunk, completion_response, infill_prompt_tokens, new_meta, shared_prefix,
-                         text_prompt_tokens, tool_reply_chunks)
+from .completion import (LogprobWriter, TextStream, chat_chunks, chat_logprobs, chat_prompt_tokens, chat_response,
+                         completion_budget, completion_chunk, completion_response, infill_prompt_tokens, new_meta,
+                         scored, shared_prefix, text_prompt_tokens, tool_reply_chunks)
 from .embedding import embed_tokens, pooling_type as parse_pooling_type
 from .grammar import Grammar, as_grammar
 from .model import VocabOnly, load_model
@@ -111,61 +110,6 @@ class LlamaState:
     def llama_state_size(self) -> int:
         keys, values = self.kv[:2] if self.kv else ((), ())
         return sum(a.nbytes for a in (*keys, *values))
-
-
-def log_softmax(logits) -> np.ndarray:
-    """Log-probabilities from logits, in float32 as llama-cpp-python's Llama.logits_to_logprobs."""
-    shifted = np.asarray(logits, np.float32) - np.float32(np.max(logits))
-    return shifted - np.log(np.sum(np.exp(shifted), dtype=np.float32))
-
-
-def _chat_logprobs(completion_logprobs, n_top) -> dict:
-    """OpenAI's chat logprobs from a completion's: per token its text, UTF-8 bytes, log-probability and the
-    n_top likeliest tokens there."""
-    def entry(token, logprob):
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-    return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, v) for t, v in list(top.items())[:n_top]]}
-                        for token, logprob, top in zip(completion_logprobs["tokens"],
-                                                       completion_logprobs["token_logprobs"],
-                                                       completion_logprobs["top_logprobs"])],
-            "refusal": None}
-
-
-class _LogprobWriter:
-    """llama-cpp-python's logprobs object written a few tokens at a time (a stream's chunks): each offset is
-    the length of the text before the token, kept up to date one token at a time."""
-
-    def __init__(self, llm, n_top, offset, after_bos=False):
-        self.llm, self.n_top, self.offset = llm, n_top, offset
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        self.drop_leading_space = after_bos     # as detokenize does after BOS
-        self.previous = []
-
-    def write(self, entries) -> dict:
-        """The object for (token, the logits that predicted it or None) entries that follow those written."""
-        llm = self.llm
-        out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-        for token, logits in entries:
-            before = self.previous         # detokenize only asks whether tokens precede
-            text = llm.detokenize([token], prev_tokens=before).decode("utf-8", errors="ignore")
-            out["tokens"].append(text)
-            out["text_offset"].append(self.offset)
-            piece = llm.tokenizer_.token_bytes(int(token), False)
-            if self.drop_leading_space and piece:
-                piece, self.drop_leading_space = piece.removeprefix(b" "), False
-            self.offset += len(self.decoder.decode(piece))
-            self.previous = [token]
-            if logits is None:
-                out["token_logprobs"].append(None)
-                out["top_logprobs"].append(None)
-                continue
-            row = log_softmax(logits)
-            top = {llm.detokenize([int(t)], prev_tokens=before).decode("utf-8", errors="ignore"): float(row[t])
-                   for t in np.argsort(-row, kind="stable")[:self.n_top]}
-            top[text] = float(row[token])
-            out["token_logprobs"].append(float(row[token]))
-            out["top_logprobs"].append(top)
-        return out
 
 
 class ContextFullError(ValueError):
@@ -406,8 +350,8 @@ class Llama:
         pieces = self._completion(prompt_tokens, sampling, max_tokens, stop, seed, steps, as_grammar(grammar))
         meta = new_meta(model or self.model_path)
         if stream:
-            writer = None if logprobs is None else _LogprobWriter(self, logprobs, len(prompt_text))
-            return self._completion_stream(meta, pieces, prompt_text if echo else None, steps, writer)
+            writer = None if logprobs is None else LogprobWriter(self.tokenizer_, len(prompt_text))
+            return self._completion_stream(meta, pieces, prompt_text if echo else None, steps, writer, logprobs)
         text, finish_reason, n_completion = "", None, 0
         for piece, finish_reason, n_completion in pieces:
             text += piece
@@ -429,13 +373,14 @@ class Llama:
                        for j in range(start, len(prompt_tokens))] + entries
             if entries:
                 entries[0] = (entries[0][0], None)
-        writer = _LogprobWriter(self, n_top, 0 if echo else len(prompt_text),
-                                after_bos=bool(entries) and entries[0][0] == self.token_bos())
-        return writer.write(entries)
+        writer = LogprobWriter(self.tokenizer_, 0 if echo else len(prompt_text),
+                               after_bos=bool(entries) and entries[0][0] == self.token_bos())
+        return writer.write([(token, None if logits is None else scored(token, logits, n_top))
+                             for token, logits in entries])
 
     __call__ = create_completion
 
-    def _completion_stream(self, meta, pieces, echo_text, steps=None, writer=None):
+    def _completion_stream(self, meta, pieces, echo_text, steps=None, writer=None, n_top=0):
         """Chunks as TextStream lets text out; with a logprobs writer each chunk carries the tokens generated
         since the one before (a stop string held back can put a token's text in a later chunk)."""
         if echo_text:
@@ -444,7 +389,8 @@ class Llama:
         for piece, finish_reason, count in pieces:
             chunk = completion_chunk(meta, piece, finish_reason)
             if writer is not None and count > written:
-                chunk["choices"][0]["logprobs"] = writer.write(steps[written:count])
+                chunk["choices"][0]["logprobs"] = writer.write([(token, scored(token, logits, n_top))
+                                                                for token, logits in steps[written:count]])
                 written = count
             yield chunk
 
@@ -505,7 +451,7 @@ class Llama:
         if calls and functions is not None:      # the legacy functions API answers with function_call
             response["choices"][0]["message"]["function_call"] = calls[0]["function"]
         if logprobs:
-            response["choices"][0]["logprobs"] = _chat_logprobs(choice["logprobs"], top_logprobs or 0)
+            response["choices"][0]["logprobs"] = chat_logprobs(choice["logprobs"], top_logprobs or 0)
         return response
 
     @staticmethod
@@ -516,7 +462,7 @@ class Llama:
         meta = {**first, "id": "chat" + first["id"]}
 
         def logprobs(choice):
-            return _chat_logprobs(choice["logprobs"], n_top) if n_top is not None and choice["logprobs"] else None
+            return chat_logprobs(choice["logprobs"], n_top) if n_top is not None and choice["logprobs"] else None
         pieces = ((c["choices"][0]["text"], c["choices"][0]["finish_reason"], logprobs(c["choices"][0]))
                   for c in itertools.chain([first], chunks))
         yield from chat_chunks(meta, pieces)

@@ -203,6 +203,38 @@ def test_tool_calls_equal_llama(server, client, llm):
     assert answer.choices[0].message.content or answer.choices[0].message.tool_calls
 
 
+def test_logprobs_equal_llama(server, client, llm):
+    """Chat logprobs/top_logprobs and completion logprobs, streamed and not: Llama's tokens and offsets, values
+    within 5e-3 (a slot reuses the cached prefix of an earlier request: the rest of the prompt goes through
+    another kernel than Llama's whole-prompt pass, ~1e-3 apart)."""
+    llm.reset()
+    expected = llm.create_chat_completion(MESSAGES, temperature=0, max_tokens=10, logprobs=True, top_logprobs=3)
+    reply = client.chat.completions.create(model="smollm2", messages=MESSAGES, temperature=0, max_tokens=10,
+                                           logprobs=True, top_logprobs=3)
+    got = reply.choices[0].logprobs.model_dump()["content"]
+    want = expected["choices"][0]["logprobs"]["content"]
+    assert [t["token"] for t in got] == [t["token"] for t in want]
+    assert [[a["token"] for a in t["top_logprobs"]] for t in got] == [[a["token"] for a in t["top_logprobs"]] for t in want]
+    assert np.allclose([t["logprob"] for t in got], [t["logprob"] for t in want], atol=5e-3)
+    chunks = client.chat.completions.create(model="smollm2", messages=MESSAGES, temperature=0, max_tokens=10,
+                                            logprobs=True, top_logprobs=3, stream=True)
+    streamed = [t.token for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert streamed == [t["token"] for t in want]
+
+    prompt = "The capital of France is"
+    llm.reset()
+    expected = llm(prompt, temperature=0, max_tokens=8, logprobs=2)["choices"][0]["logprobs"]
+    reply = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=8, logprobs=2)
+    got = reply.choices[0].logprobs
+    assert got.tokens == expected["tokens"] and got.text_offset == expected["text_offset"]
+    assert np.allclose(got.token_logprobs, expected["token_logprobs"], atol=5e-3)
+    assert [list(t) for t in got.top_logprobs] == [list(t) for t in expected["top_logprobs"]]
+    streamed = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=8, logprobs=2,
+                                         stream=True)
+    offsets = [o for c in streamed if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset]
+    assert offsets == expected["text_offset"]
+
+
 def test_models_tokenize_detokenize(server, client, llm):
     assert [m.id for m in client.models.list().data] == [Path(llm.model_path).name]
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -235,8 +267,10 @@ def test_errors_in_openai_shape(server):
     assert str(CTX_PER_SLOT) in _error(post("/v1/completions", json.dumps({"prompt": long_prompt}).encode()), 400)
     assert "tools[0]" in _error(post("/v1/chat/completions", json.dumps(
         {"messages": MESSAGES, "tools": [{"type": "function"}]}).encode()), 400)
-    assert "not supported" in _error(post("/v1/chat/completions", json.dumps(
-        {"messages": MESSAGES, "logprobs": True}).encode()), 400)
+    assert "not supported" in _error(post("/v1/completions", json.dumps(
+        {"prompt": "Hi", "logprobs": 1, "echo": True}).encode()), 400)
+    assert "top_logprobs" in _error(post("/v1/chat/completions", json.dumps(
+        {"messages": MESSAGES, "top_logprobs": 2}).encode()), 400)
     assert "response_format" in _error(post("/v1/chat/completions", json.dumps(
         {"messages": MESSAGES, "response_format": {"type": "yaml"}}).encode()), 400)
     assert "GBNF" in _error(post("/v1/completions", json.dumps({"prompt": "Hi", "grammar": "root ::= ["}).encode()), 400)

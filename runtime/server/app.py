@@ -25,8 +25,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route
 
 from ..chat_template import ChatTemplate, ChatTemplateError
-from ..completion import (chat_chunk, chat_prompt_tokens, chat_response, completion_budget, completion_chunk,
-                          completion_response, new_meta, text_prompt_tokens, tool_reply_chunks, usage)
+from ..completion import (LogprobWriter, chat_chunk, chat_logprobs, chat_prompt_tokens, chat_response,
+                          completion_budget, completion_chunk, completion_response, new_meta, text_prompt_tokens,
+                          tool_reply_chunks, usage)
 from ..embedding import file_pooling
 from ..grammar import GrammarError
 from ..tools import ToolError, check_tools, tool_plan
@@ -275,14 +276,17 @@ async def completions(request):
     n_vocab = state.model.hp.n_vocab
     if any(not 0 <= t < n_vocab for t in tokens):
         raise BadRequest(f"token ids in 'prompt' must be in 0..{n_vocab - 1}", param="prompt")
-    echo = prompt if isinstance(prompt, str) else _detokenize(state, tokens)
+    prompt_text = prompt if isinstance(prompt, str) else _detokenize(state, tokens)
+    if body.get("echo") and req.n_logprobs is not None:
+        raise BadRequest("'logprobs' with 'echo' is not supported by nibble's server yet (the Python API has it)",
+                         param="logprobs")
     return await _generate(request, state, engine, req, tokens, chat=False,
-                           echo=echo if body.get("echo") else None)
+                           echo=prompt_text if body.get("echo") else None, prompt_text=prompt_text)
 
 
-async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=None):
+async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=None, prompt_text=""):
     """Run one request on the engine; `plan` (tools.ToolPlan) reads tool calls out of a chat reply, which is
-    then streamed when complete."""
+    then streamed when complete. Logprobs are written as Llama writes them (offsets after the prompt text)."""
     n_prompt, n_ctx, n_vocab = len(tokens), engine.n_ctx, state.model.hp.n_vocab
     if any(t >= n_vocab for t in req.sampling.logit_bias):
         raise BadRequest(f"'logit_bias' keys must be token ids in 0..{n_vocab - 1}", param="logit_bias")
@@ -303,7 +307,10 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=N
     events: asyncio.Queue = asyncio.Queue()
     outbox = state.outbox(asyncio.get_running_loop())
     job = Job(prompt=tokens, sampling=req.sampling, max_tokens=completion_budget(n_ctx, n_prompt, req.max_tokens),
-              stop=req.stop, seed=req.seed, constraint=constraint, emit=lambda event: outbox.put(events, event))
+              stop=req.stop, seed=req.seed, constraint=constraint, n_logprobs=req.n_logprobs,
+              emit=lambda event: outbox.put(events, event))
+    logprobs = None if req.n_logprobs is None else \
+        _Logprobs(LogprobWriter(state.model.tokenizer, 0 if chat else len(prompt_text)), chat, req.n_logprobs)
     try:
         engine.submit(job)
     except QueueFull as error:
@@ -311,17 +318,20 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=N
     meta = new_meta(req.model or state.model_name, "chatcmpl-" if chat else "cmpl-")
     watcher = asyncio.create_task(_cancel_on_disconnect(request, engine, job))
     if req.stream:
-        return StreamingResponse(_sse(engine, job, events, watcher, meta, chat, echo, req.include_usage, plan),
+        return StreamingResponse(_sse(engine, job, events, watcher, meta, chat, echo, req.include_usage, plan,
+                                      logprobs),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    text = ""
+    text, scores = "", []
     try:
         while True:
             event = await events.get()
             if event[0] == "text":
                 text += event[1]
+                scores += event[2]
             elif event[0] == "end":
-                _, rest, finish_reason, n_prompt, n_completion = event
+                _, rest, finish_reason, n_prompt, n_completion, last = event
                 text += rest
+                scores += last
                 break
             else:
                 raise ApiError(event[1])
@@ -330,18 +340,37 @@ async def _generate(request, state, engine, req, tokens, chat, echo=None, plan=N
         engine.cancel(job)
     if chat:
         content, calls = plan.parse(text) if plan else (text, [])
-        return JSONResponse(chat_response(meta, content, finish_reason, n_prompt, n_completion, calls))
-    return JSONResponse(completion_response(meta, (echo or "") + text, finish_reason, n_prompt, n_completion))
+        response = chat_response(meta, content, finish_reason, n_prompt, n_completion, calls)
+    else:
+        response = completion_response(meta, (echo or "") + text, finish_reason, n_prompt, n_completion)
+    if logprobs is not None:
+        response["choices"][0]["logprobs"] = logprobs.object(scores)
+    return JSONResponse(response)
 
 
-async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage, plan=None):
+@dataclass
+class _Logprobs:
+    """A request's logprobs: the writer that keeps offsets, and the shape (chat: OpenAI's; else llama-cpp-
+    python's, which is OpenAI's legacy completions shape)."""
+    writer: LogprobWriter
+    chat: bool
+    n_top: int
+
+    def object(self, scores):
+        written = self.writer.write(scores)
+        return chat_logprobs(written, self.n_top) if self.chat else written
+
+
+async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage, plan=None, logprobs=None):
     def data(obj):
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    def piece(text, finish_reason=None):
-        if chat:
-            return chat_chunk(meta, {"content": text} if text else {}, finish_reason)
-        return completion_chunk(meta, text, finish_reason)
+    def piece(text, finish_reason=None, scores=()):
+        chunk = chat_chunk(meta, {"content": text} if text or scores else {}, finish_reason) if chat else \
+            completion_chunk(meta, text, finish_reason)
+        if logprobs is not None and scores:
+            chunk["choices"][0]["logprobs"] = logprobs.object(scores)
+        return chunk
 
     held = ""                # a reply with tools: its text, parsed when complete
     try:
@@ -355,19 +384,19 @@ async def _sse(engine, job, events, watcher, meta, chat, echo, include_usage, pl
                 if plan:
                     held += event[1]
                 else:
-                    yield data(piece(event[1]))
+                    yield data(piece(event[1], scores=event[2]))
                 continue
             if event[0] == "end":
-                _, rest, finish_reason, n_prompt, n_completion = event
+                _, rest, finish_reason, n_prompt, n_completion, last = event
                 if plan:
                     content, calls = plan.parse(held + rest)
                     for chunk in tool_reply_chunks(meta, content, calls, finish_reason):
                         yield data(chunk)
-                elif rest and chat:
-                    yield data(piece(rest))
+                elif (rest or last) and chat:
+                    yield data(piece(rest, scores=last))
                     yield data(piece("", finish_reason))
                 else:
-                    yield data(piece(rest, finish_reason))
+                    yield data(piece(rest, finish_reason, last))
                 if include_usage:
                     kind = "chat.completion.chunk" if chat else "text_completion"
                     yield data({"id": meta["id"], "object": kind, "created": meta["created"], "model": meta["model"],

@@ -22,7 +22,7 @@ import numpy as np
 
 import cpu_kernels as K
 
-from ..completion import TextStream, shared_prefix
+from ..completion import TextStream, scored, shared_prefix
 from ..embedding import batches, normalize, pool
 from ..model import Model
 from ..sampling import Sampler, SamplingParams
@@ -35,8 +35,10 @@ class QueueFull(RuntimeError):
 @dataclass
 class Job:
     """One request's generation. `emit` is called from the engine's thread with
-    ("text", text) while it runs and finally ("end", text, finish_reason, n_prompt, n_completion)
-    or ("error", message); it must hand the event over to the request's own thread (see app.py)."""
+    ("text", text, scores) while it runs and finally ("end", text, finish_reason, n_prompt, n_completion,
+    scores) or ("error", message); scores are the (token, completion.scored(...)) of the tokens since the
+    last event when n_logprobs is set (else empty). It must hand the event over to the request's own thread
+    (see app.py)."""
     prompt: list[int]
     sampling: SamplingParams
     max_tokens: int
@@ -44,6 +46,7 @@ class Job:
     emit: Callable[[tuple], None]
     seed: int | None = None
     constraint: object = None       # a grammar.Constraint: the tokens its grammar allows, made for this job
+    n_logprobs: int | None = None   # record each token's logprob and this many alternatives
     cancelled: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -80,6 +83,7 @@ class Slot:
         self.todo: list[int] = []        # tokens still to evaluate (the rest of the prompt, or the last sample)
         self.decoding = False            # the prompt is read: todo is the token sampled last
         self.sampler = self.stream = None
+        self.scores: list = []           # logprobs of tokens not yet sent with an event
         self.last_used = 0.0
 
     def start(self, job, tokenizer, shared):
@@ -90,6 +94,7 @@ class Slot:
         self.job, self.todo, self.decoding = job, list(job.prompt[kept:]), False
         self.sampler = Sampler(job.sampling, job.seed)
         self.stream = TextStream(tokenizer, job.stop, job.max_tokens)
+        self.scores = []
         return kept
 
 
@@ -268,14 +273,18 @@ class Engine:
         if job.constraint is not None:
             job.constraint.accept(token)
         text, finish_reason = slot.stream.push(token)
-        self.stats["generated_tokens"] += not self.model.tokenizer.is_eog(token)
+        is_eog = self.model.tokenizer.is_eog(token)
+        if job.n_logprobs is not None and not is_eog:
+            slot.scores.append((token, scored(token, logits, job.n_logprobs)))
+        self.stats["generated_tokens"] += not is_eog
         if finish_reason is None and len(slot.tokens) >= self.n_ctx:
             more, finish_reason = slot.stream.end("length")
             text += more
         if finish_reason is not None:
-            job.emit(("end", text, finish_reason, len(job.prompt), slot.stream.count))
+            job.emit(("end", text, finish_reason, len(job.prompt), slot.stream.count, slot.scores))
             self._free(slot)
             return
         slot.todo, slot.decoding = [token], True
-        job.emit(("text", text))     # every token, even one whose text waits (a split character): as llama-server
+        scores, slot.scores = slot.scores, []
+        job.emit(("text", text, scores))     # every token, even one whose text waits (a split character): as llama-server
 

@@ -87,11 +87,14 @@ COMMON_FIELDS = {
     "n": (lambda v: v == 1, "1 (one choice per request)", 1),
     "user": (lambda v: isinstance(v, str), "a string", None),
 }
-CHAT_FIELDS = {**COMMON_FIELDS, "messages": (lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list", ...)}
+CHAT_FIELDS = {**COMMON_FIELDS, "messages": (lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list", ...),
+               "logprobs": (lambda v: isinstance(v, bool), "true or false", False),
+               "top_logprobs": (lambda v: _integer(v) and 0 <= v <= 20, "an integer from 0 to 20", None)}
 COMPLETION_FIELDS = {**COMMON_FIELDS, "prompt": (_prompt, "a string or a list of token ids", ...),
-                     "echo": (lambda v: isinstance(v, bool), "true or false", False)}
+                     "echo": (lambda v: isinstance(v, bool), "true or false", False),
+                     "logprobs": (lambda v: _integer(v) and 0 <= v <= 20, "an integer from 0 to 20", None)}
 # Known to the OpenAI API but not served yet: a clear 400 rather than a silently different answer.
-NOT_YET = ("logprobs", "top_logprobs", "suffix")
+NOT_YET = ("suffix",)
 # Ways to constrain the output, as llama-server takes them: OpenAI's response_format, a JSON schema, GBNF text.
 CONSTRAINTS = {"response_format": Grammar.for_response_format, "json_schema": Grammar.from_json_schema,
                "grammar": Grammar.from_gbnf}
@@ -109,6 +112,16 @@ class GenerationRequest:
     model: str | None
     body: dict
     grammar: Grammar | None = None
+    n_logprobs: int | None = None    # None: no logprobs; else how many top tokens beside each token's own
+
+
+def _logprobs_asked(values) -> int | None:
+    """Chat: logprobs true (top_logprobs alternatives each); completions: logprobs N."""
+    if "messages" not in values:
+        return values["logprobs"]
+    if values["top_logprobs"] is not None and not values["logprobs"]:
+        raise BadRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    return (values["top_logprobs"] or 0) if values["logprobs"] else None
 
 
 def output_grammar(body) -> Grammar | None:
@@ -157,7 +170,8 @@ def parse(body, table) -> GenerationRequest:
     return GenerationRequest(sampling=sampling, max_tokens=max_tokens, stop=stop_list(values["stop"]),
                              seed=values["seed"], stream=values["stream"],
                              include_usage=bool((values["stream_options"] or {}).get("include_usage")),
-                             model=values["model"], body=body, grammar=output_grammar(body))
+                             model=values["model"], body=body, grammar=output_grammar(body),
+                             n_logprobs=_logprobs_asked(values))
 
 
 def embedding_inputs(body, tokenizer, n_vocab, limit):

@@ -193,11 +193,6 @@ class Constraint:
         if not self.matcher.consume_token(int(token)):
             raise GrammarError(f"the grammar refused token {token}: {self.matcher.get_error()}")
 
-    @property
-    def done(self) -> bool:
-        """The text is complete and nothing may follow (only end-of-generation was allowed)."""
-        return self.matcher.is_stopped()
-
 
 class _VocabularyView:
     """What llguidance's LLTokenizer asks of a tokenizer: every token's bytes (control tokens marked with a

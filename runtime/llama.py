@@ -309,8 +309,6 @@ class Llama:
         while True:
             history = self.input_ids[-sampling.penalty_last_n:] if sampling.penalty_last_n else ()
             token = sampler.sample(self._last_logits, history, constraint)
-            if constraint is not None:
-                constraint.accept(token)
             yield token
             if self.tokenizer_.is_eog(token) or self.n_tokens >= self._n_ctx:
                 return
@@ -432,15 +430,16 @@ class Llama:
             raise ValueError("give tools or response_format/grammar, not both")
         prompt_tokens = chat_prompt_tokens(self._chat_template, self.tokenizer_, plan.messages if plan else messages,
                                            tools=plan.tools if plan else None)
+        n_logprobs = (top_logprobs or 0) if logprobs else None
         completion = self.create_completion(prompt_tokens, max_tokens=max_tokens, temperature=temperature,
                                             top_p=top_p, min_p=min_p, typical_p=typical_p, stop=stop,
                                             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                             repeat_penalty=repeat_penalty, top_k=top_k, stream=stream and not plan,
                                             seed=seed, logit_bias=logit_bias, model=model,
                                             grammar=plan.grammar if plan else grammar,
-                                            logprobs=(top_logprobs or 0) if logprobs else None)
+                                            logprobs=n_logprobs)
         if stream and not plan:
-            return self._chat_stream(completion, (top_logprobs or 0) if logprobs else None)
+            return self._chat_stream(completion, n_logprobs)
         choice = completion["choices"][0]
         meta = {**completion, "id": "chat" + completion["id"]}
         content, calls = plan.parse(choice["text"]) if plan else (choice["text"], [])
@@ -450,8 +449,8 @@ class Llama:
                                  completion["usage"]["completion_tokens"], calls)
         if calls and functions is not None:      # the legacy functions API answers with function_call
             response["choices"][0]["message"]["function_call"] = calls[0]["function"]
-        if logprobs:
-            response["choices"][0]["logprobs"] = chat_logprobs(choice["logprobs"], top_logprobs or 0)
+        if n_logprobs is not None:
+            response["choices"][0]["logprobs"] = chat_logprobs(choice["logprobs"], n_logprobs)
         return response
 
     @staticmethod

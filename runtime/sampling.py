@@ -48,7 +48,7 @@ class Sampler:
         self.rng = np.random.default_rng(None if seed is None or seed == DEFAULT_SEED or seed < 0 else seed)
 
     def sample(self, logits: np.ndarray, history=(), constraint=None) -> int:
-        """One token id; `constraint` (a grammar.Constraint) masks what it forbids."""
+        """One token id; under a `constraint` (a grammar.Constraint) only one it allows, which it then accepts."""
         p = self.params
         logits = np.array(logits, dtype=np.float32)
         for token, bias in p.logit_bias.items():
@@ -57,6 +57,13 @@ class Sampler:
             _apply_penalties(logits, list(history)[-p.penalty_last_n:], p)
         if constraint is not None:
             constraint.mask(logits)
+        token = self._choose(logits)
+        if constraint is not None:
+            constraint.accept(token)
+        return token
+
+    def _choose(self, logits) -> int:
+        p = self.params
         if p.temperature <= 0:
             return int(np.argmax(logits))
         ids = K.top_k(logits, p.top_k) if 0 < p.top_k < logits.size else np.argsort(-logits, kind="stable")

@@ -73,7 +73,7 @@ def check_tools(tools, tool_choice, functions=None, function_call=None):
         tool_choice = {"type": "function", "function": {"name": tool_choice}}   # LangChain's bind_tools passes a name
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name")
-        if name not in {t["function"]["name"] for t in tools}:
+        if name not in names:
             raise ToolError(f"tool_choice names the function {name!r}, which is not among the tools")
     elif tool_choice not in ("none", "auto", "required"):
         raise ToolError(f"tool_choice must be 'none', 'auto', 'required' or a named function, got {tool_choice!r}")

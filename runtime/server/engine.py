@@ -270,8 +270,6 @@ class Engine:
         job, params = slot.job, slot.job.sampling
         history = slot.tokens[-params.penalty_last_n:] if params.penalty_last_n else ()
         token = slot.sampler.sample(logits, history, job.constraint)
-        if job.constraint is not None:
-            job.constraint.accept(token)
         text, finish_reason = slot.stream.push(token)
         is_eog = self.model.tokenizer.is_eog(token)
         if job.n_logprobs is not None and not is_eog:

@@ -39,14 +39,15 @@ HI_SHIFT = 7           # an activation integer q = hi << HI_SHIFT | lo, both hal
 
 @dataclass(frozen=True)
 class TileFormat:
-    """How a format's tile records read. value = scale * (code - offset) + min_sign * min.
+    """How a format's tile records read. value = factor * scale * (code - offset) + min_sign * min.
 
     A code is `low_bits` from a low plane and `high_bits` more from a high plane (0-2 bits), or,
     with `lookup`, the table's entry at that index (IQ4: values + 128, so that codes are unsigned).
     A plane of b bits per code holds quad q (4 consecutive elements of the 16 rows) in vector
     q % b at bit b * (q // b).
     scale / min kinds: "f16" one half float per 32-block and row; "k32" / "k16" a small signed
-    integer per 32 / 16 elements and row, times a half float per record (super-block) and row."""
+    integer per 32 / 16 elements and row, times a half float per record (super-block) and row; `factor`
+    (a power of two) scales that record half float."""
     name: str
     low_bits: int
     offset: int = 0
@@ -56,6 +57,7 @@ class TileFormat:
     record_blocks: int = 1          # 32-blocks per record (8 for 256-element super-blocks)
     high_bits: int = 0
     lookup: Optional[tuple] = None
+    factor: float = 1.0
 
     @property
     def code_bytes(self):
@@ -389,6 +391,8 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
             for p, f in enumerate(fields):
                 if fmt.scale != "f16":
                     record_scale[p] = builder.fpext(_load(builder, f.halves, record_scale_at, V_HALF), V_F32)
+                    if fmt.factor != 1.0:
+                        record_scale[p] = builder.fmul(record_scale[p], ir.Constant(V_F32, [fmt.factor] * L))
                 if fmt.minimum in ("k32", "k16"):
                     record_min[p] = builder.fpext(_load(builder, f.halves, record_min_at, V_HALF), V_F32)
             def emit_block(block, block_fields, accs):

@@ -16,6 +16,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import grid_tiles as gt
 from .bits import fp16_to_fp32
 from .repack import KVALUES_IQ4NL, scale_min_k4
 from .isa import KERNEL_PATH
@@ -50,6 +51,21 @@ TILED = {
                       176, 0, 2),
     T.Q6_K: TiledType(TileFormat("q6_k", 4, offset=32, scale="k16", record_blocks=8, high_bits=2), 210, 208),
     T.IQ4_XS: TiledType(TileFormat("iq4_xs", 4, offset=128, scale="k32", record_blocks=8, lookup=IQ4_CODES), 136, 0),
+    T.IQ2_XXS: TiledType(TileFormat("iq2_xxs", 2, offset=128, scale="k32", record_blocks=8, high_bits=1,
+                                    lookup=gt.LOOKUP_IQ2, factor=0.125), 66, 0),
+    T.IQ2_XS: TiledType(TileFormat("iq2_xs", 2, offset=128, scale="k16", record_blocks=8, high_bits=1,
+                                   lookup=gt.LOOKUP_IQ2, factor=0.125), 74, 0),
+    T.IQ2_S: TiledType(TileFormat("iq2_s", 2, offset=128, scale="k16", record_blocks=8, high_bits=1,
+                                  lookup=gt.LOOKUP_IQ2, factor=0.125), 82, 0),
+    T.IQ3_XXS: TiledType(TileFormat("iq3_xxs", 4, offset=128, scale="k32", record_blocks=8, lookup=gt.LOOKUP_IQ3_XXS,
+                                    factor=0.25), 98, 0),
+    T.IQ3_S: TiledType(TileFormat("iq3_s", 4, offset=128, scale="k32", record_blocks=8, lookup=gt.LOOKUP_IQ3_S), 110, 0),
+    T.IQ1_S: TiledType(TileFormat("iq1_s", 2, offset=128, scale="k32", record_blocks=8, high_bits=1,
+                                  lookup=gt.LOOKUP_IQ1, factor=0.125), 50, 0),
+    T.IQ1_M: TiledType(TileFormat("iq1_m", 2, offset=128, scale="k16", record_blocks=8, high_bits=1,
+                                  lookup=gt.LOOKUP_IQ1, factor=0.125), 56, -1),     # d: iq1_m_half
+    T.TQ1_0: TiledType(TileFormat("tq1_0", 2, offset=1, scale="k32", record_blocks=8), 54, 52),
+    T.TQ2_0: TiledType(TileFormat("tq2_0", 2, offset=1, scale="k32", record_blocks=8), 66, 64),
 }
 KIND = {qtype: index for index, qtype in enumerate(TILED)}
 X_ROWS_TOGETHER = 3             # activation rows per pass over a tile in prompt processing
@@ -336,7 +352,11 @@ def _tile_rows(decode, src, dst, layout, low_bits, high_bits):
                     _put_plane(record, stride * j + 64 * low_bits, high_bits, codes, low_bits)
             for r in range(valid):
                 block = src[LANES * t + r, b]
-                if scale_kind > 1:
+                if scale_kind > 1 and d_at < 0:
+                    half = gt.iq1_m_half(block)
+                    record[record_scale_at + 2 * r] = np.uint8(half & 255)
+                    record[record_scale_at + 2 * r + 1] = np.uint8(half >> 8)
+                elif scale_kind > 1:
                     record[record_scale_at + 2 * r:record_scale_at + 2 * r + 2] = block[d_at:d_at + 2]
                 if min_kind > 1:
                     record[record_min_at + 2 * r:record_min_at + 2 * r + 2] = block[m_at:m_at + 2]
@@ -400,6 +420,51 @@ def _tile_q6_k(src, dst, layout):
 @njit(cache=True, parallel=True)
 def _tile_iq4_xs(src, dst, layout):
     _tile_rows(decode_iq4_xs, src, dst, layout, 4, 0)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq2_xxs(src, dst, layout):
+    _tile_rows(gt.decode_iq2_xxs, src, dst, layout, 2, 1)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq2_xs(src, dst, layout):
+    _tile_rows(gt.decode_iq2_xs, src, dst, layout, 2, 1)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq2_s(src, dst, layout):
+    _tile_rows(gt.decode_iq2_s, src, dst, layout, 2, 1)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq3_xxs(src, dst, layout):
+    _tile_rows(gt.decode_iq3_xxs, src, dst, layout, 4, 0)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq3_s(src, dst, layout):
+    _tile_rows(gt.decode_iq3_s, src, dst, layout, 4, 0)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq1_s(src, dst, layout):
+    _tile_rows(gt.decode_iq1_s, src, dst, layout, 2, 1)
+
+
+@njit(cache=True, parallel=True)
+def _tile_iq1_m(src, dst, layout):
+    _tile_rows(gt.decode_iq1_m, src, dst, layout, 2, 1)
+
+
+@njit(cache=True, parallel=True)
+def _tile_tq1_0(src, dst, layout):
+    _tile_rows(gt.decode_tq1_0, src, dst, layout, 2, 0)
+
+
+@njit(cache=True, parallel=True)
+def _tile_tq2_0(src, dst, layout):
+    _tile_rows(gt.decode_tq2_0, src, dst, layout, 2, 0)
 
 
 # Word-level packers for the most used types: a row's four codes of a quad sit in one 32-bit word of the GGUF
@@ -557,7 +622,9 @@ def _tile_nibble_block_words(src, dst, layout):
 
 _PACKERS = {T.Q4_0: _tile_nibble_block_words, T.Q4_1: _tile_nibble_block_words, T.Q5_0: _tile_q5_0,
             T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0_words, T.IQ4_NL: _tile_nibble_block_words, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k,
-            T.Q4_K: _tile_q4_k_words, T.Q5_K: _tile_q5_k_words, T.Q6_K: _tile_q6_k_words, T.IQ4_XS: _tile_iq4_xs_words}
+            T.Q4_K: _tile_q4_k_words, T.Q5_K: _tile_q5_k_words, T.Q6_K: _tile_q6_k_words, T.IQ4_XS: _tile_iq4_xs_words,
+            T.IQ2_XXS: _tile_iq2_xxs, T.IQ2_XS: _tile_iq2_xs, T.IQ2_S: _tile_iq2_s, T.IQ3_XXS: _tile_iq3_xxs,
+            T.IQ3_S: _tile_iq3_s, T.IQ1_S: _tile_iq1_s, T.IQ1_M: _tile_iq1_m, T.TQ1_0: _tile_tq1_0, T.TQ2_0: _tile_tq2_0}
 # the generic path (a decoder per type), for the tests
 BYTEWISE_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q8_0: _tile_q8_0, T.IQ4_NL: _tile_iq4_nl,
                     T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k, T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
@@ -585,12 +652,12 @@ def _half_at(record, at):
 
 
 @njit(cache=True, inline="always")
-def _field(record, kind, at, record_at, half, row):
+def _field(record, kind, at, record_at, half, row, factor):
     """A scale or min of block (at = its field's offset in the record) for one row and 16-element half."""
     if kind == 1:
         return _half_at(record, at + 2 * row)
     small_at = at + row if kind == 2 else at + 16 * half + row
-    return _half_at(record, record_at + 2 * row) * np.float32(np.int8(record[small_at]))
+    return _half_at(record, record_at + 2 * row) * factor * np.float32(np.int8(record[small_at]))
 
 
 @njit(cache=True, inline="always")
@@ -600,7 +667,7 @@ def _plane_value(record, at, bits, row, e):
 
 
 @njit(cache=True, parallel=True)
-def _detile(W, layout, offset, min_sign, lookup, row_start, out):
+def _detile(W, layout, offset, min_sign, lookup, factor, row_start, out):
     low_bits, high_bits, record_blocks, scale_kind, min_kind = layout[0], layout[1], layout[2], layout[3], layout[4]
     scales_at, mins_at, record_scale_at, record_min_at, stride = layout[5], layout[6], layout[7], layout[8], layout[9]
     for i in prange(out.shape[0]):
@@ -615,9 +682,11 @@ def _detile(W, layout, offset, min_sign, lookup, row_start, out):
                     if lookup.size:
                         code = lookup[code]
                     half = e // 16
-                    value = _field(record, scale_kind, stride * j + scales_at, record_scale_at, half, row) * np.float32(code - offset)
+                    value = _field(record, scale_kind, stride * j + scales_at, record_scale_at, half, row,
+                                   factor) * np.float32(code - offset)
                     if min_kind:
-                        value += min_sign * _field(record, min_kind, stride * j + mins_at, record_min_at, half, row)
+                        value += min_sign * _field(record, min_kind, stride * j + mins_at, record_min_at, half, row,
+                                                   np.float32(1.0))
                     out[i, 32 * (rec * record_blocks + j) + e] = value
 
 
@@ -627,7 +696,7 @@ def detile(qtype, W, row_start, row_stop):
     fmt = tiled.format
     out = np.empty((row_stop - row_start, W.shape[1] * fmt.record_blocks * 32), np.float32)
     lookup = np.array(fmt.lookup or (), np.int32)
-    _detile(W, _layout(tiled), fmt.offset, np.float32(fmt.min_sign), lookup, row_start, out)
+    _detile(W, _layout(tiled), fmt.offset, np.float32(fmt.min_sign), lookup, np.float32(fmt.factor), row_start, out)
     return out
 
 

@@ -7,6 +7,8 @@ the kernel reads (from the `gguf` package, unless the type is repacked), whether
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
 bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with an integer
 kernel path (isa.py) the quantized types use the integer tile kernels instead (tiles.py: their own table).
+The grid i-quants and ternary types have only tile kernels; on the float path (a CPU with neither AVX2 nor
+NEON, or NIBBLE_KERNELS=float) they are dequantized to float32 at load.
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ class KernelFormat:
     interleaved: bool = True         # False: float weights kept in GGUF layout
     repack: Optional[Callable] = None        # (raw, rows, cols) -> bytes in this row's layout
     dequantize: Optional[Callable] = None    # (repacked raw rows, out) for matmul
+    float_at_load: bool = False              # no float kernel of its own: float32 on the float path
 
     @property
     def name(self):
@@ -51,6 +54,11 @@ def _repacked(qtype, repack, with_mins=False):
     return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16)
 
 
+def _tiles_only(qtype):
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    return KernelFormat(qtype, block_size, type_size, mv.matvec_f32, False, float_at_load=True)
+
+
 KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _row(T.F32, mv.matvec_f32, interleaved=False),
     _row(T.F16, mv.matvec_f16, interleaved=False),
@@ -67,6 +75,8 @@ KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _repacked(T.Q6_K, rp.repack_q6_k),
     _repacked(T.IQ4_NL, rp.repack_iq4_nl),
     _repacked(T.IQ4_XS, rp.repack_iq4_xs),
+    *(_tiles_only(qtype) for qtype in (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M,
+                                       T.TQ1_0, T.TQ2_0)),
 )}
 
 FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.uint16, T.BF16: np.uint16}
@@ -107,7 +117,12 @@ class PackedWeight:
             dequantize_rows = fmt.dequantize
         self.nb = self.cols // fmt.block_size
         self._dequantize_rows = dequantize_rows
-        if fmt.interleaved:
+        if fmt.float_at_load:
+            if dequantize_rows is None:
+                raise ValueError(f"{fmt.name} has no float kernel; pass its dequantizer")
+            self.values = np.empty((self.rows, self.cols), np.float32)
+            dequantize_rows(raw, self.values.reshape(-1))
+        elif fmt.interleaved:
             self.parts = interleave(raw, self.rows, fmt.type_size)
         else:
             self.values = raw.view(FLOAT_VIEWS[fmt.type]).reshape(self.rows, self.cols)
@@ -180,7 +195,7 @@ class PackedWeight:
         if self.tiles is not None:
             return tl.detile(self.format.type, self.tiles, row_start, row_stop)
         if self.values is not None:
-            if self.format.type == T.F32:
+            if self.values.dtype == np.float32:
                 return self.values[row_start:row_stop]
             out = np.empty((row_stop - row_start, self.cols), np.float32)
             self._dequantize_rows(self.values[row_start:row_stop].reshape(-1).view(np.uint8), out.reshape(-1))

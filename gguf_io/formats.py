@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
-from .blocks import floats, iquants, kquants, legacy
+from .blocks import floats, fp4, gridquants, iquants, kquants, legacy, ternary
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,16 @@ class BlockFormat:
 
 def _row(qtype, quantize, dequantize):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    return BlockFormat(qtype, block_size, type_size, quantize, dequantize)
+    return BlockFormat(qtype, block_size, type_size, quantize or _no_quantizer(qtype), dequantize)
+
+
+def _no_quantizer(qtype):
+    """The quantize kernel of a type nibble reads but cannot write yet."""
+    def refuse(x, out):
+        raise ValueError(f"nibble reads {qtype.name} but cannot write it yet; "
+                         f"pick another type (nibble quantize --help lists them)")
+    refuse.missing = True
+    return refuse
 
 
 FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
@@ -49,7 +58,23 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.Q6_K, kquants.quantize_q6_k, kquants.dequantize_q6_k),
     _row(T.IQ4_NL, iquants.quantize_iq4_nl, iquants.dequantize_iq4_nl),
     _row(T.IQ4_XS, iquants.quantize_iq4_xs, iquants.dequantize_iq4_xs),
+    _row(T.IQ2_XXS, None, gridquants.dequantize_iq2_xxs),
+    _row(T.IQ2_XS, None, gridquants.dequantize_iq2_xs),
+    _row(T.IQ2_S, None, gridquants.dequantize_iq2_s),
+    _row(T.IQ3_XXS, None, gridquants.dequantize_iq3_xxs),
+    _row(T.IQ3_S, None, gridquants.dequantize_iq3_s),
+    _row(T.IQ1_S, None, gridquants.dequantize_iq1_s),
+    _row(T.IQ1_M, None, gridquants.dequantize_iq1_m),
+    _row(T.TQ1_0, None, ternary.dequantize_tq1_0),
+    _row(T.TQ2_0, None, ternary.dequantize_tq2_0),
+    _row(T.MXFP4, None, fp4.dequantize_mxfp4),
+    _row(T.NVFP4, None, fp4.dequantize_nvfp4),
 )}
+
+
+def can_write(qtype) -> bool:
+    """Whether nibble has a quantizer for a type it reads."""
+    return not getattr(block_format(qtype).quantize_blocks, "missing", False)
 
 
 def block_format(qtype) -> BlockFormat:

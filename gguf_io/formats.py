@@ -65,10 +65,10 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.IQ3_S, None, gridquants.dequantize_iq3_s),
     _row(T.IQ1_S, None, gridquants.dequantize_iq1_s),
     _row(T.IQ1_M, None, gridquants.dequantize_iq1_m),
-    _row(T.TQ1_0, None, ternary.dequantize_tq1_0),
-    _row(T.TQ2_0, None, ternary.dequantize_tq2_0),
-    _row(T.MXFP4, None, fp4.dequantize_mxfp4),
-    _row(T.NVFP4, None, fp4.dequantize_nvfp4),
+    _row(T.TQ1_0, ternary.quantize_tq1_0, ternary.dequantize_tq1_0),
+    _row(T.TQ2_0, ternary.quantize_tq2_0, ternary.dequantize_tq2_0),
+    _row(T.MXFP4, fp4.quantize_mxfp4, fp4.dequantize_mxfp4),
+    _row(T.NVFP4, fp4.quantize_nvfp4, fp4.dequantize_nvfp4),
 )}
 
 

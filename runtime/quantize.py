@@ -48,6 +48,9 @@ MIXES = {mix.name: mix for mix in (
     Mix("Q6_K", FT.MOSTLY_Q6_K, T.Q6_K),
     Mix("IQ4_NL", FT.MOSTLY_IQ4_NL, T.IQ4_NL),
     Mix("IQ4_XS", FT.MOSTLY_IQ4_XS, T.IQ4_XS),
+    Mix("TQ1_0", FT.MOSTLY_TQ1_0, T.TQ1_0),
+    Mix("TQ2_0", FT.MOSTLY_TQ2_0, T.TQ2_0),
+    Mix("MXFP4_MOE", FT.MOSTLY_MXFP4_MOE, T.MXFP4),
 )}
 
 FLOAT_TYPES = (T.F32, T.F16, T.BF16)
@@ -123,10 +126,19 @@ ATTN_OUTPUT_RULES = {
     "Q3_K_M": lambda i, n, gqa: T.Q4_K,
     "Q3_K_L": lambda i, n, gqa: T.Q5_K,
 }
-RULES = {"attn_v": ATTN_V_RULES, "ffn_down": FFN_DOWN_RULES, "attn_output": ATTN_OUTPUT_RULES}
+TOKEN_EMBD_RULES = {      # an embedding matrix of its own (not shared with the output)
+    "TQ1_0": lambda i, n, gqa: T.Q4_K,
+    "TQ2_0": lambda i, n, gqa: T.Q4_K,
+}
+RULES = {"attn_v": ATTN_V_RULES, "ffn_down": FFN_DOWN_RULES, "attn_output": ATTN_OUTPUT_RULES,
+         "token_embd": TOKEN_EMBD_RULES}
+# MXFP4_MOE: MXFP4 for the experts (3-D tensors), Q8_0 everywhere else, the output matrix included.
+EXPERTS_ONLY = {"MXFP4_MOE": T.Q8_0}
 
 # A block type whose size does not divide a row falls back to one with 32-element blocks.
-FALLBACK = {T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+FALLBACK = {T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+            T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
+            **{qtype: T.IQ4_NL for qtype in (T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S)}}
 
 
 @dataclass
@@ -184,7 +196,9 @@ def _choose(tensor, mix, pure, output_tensor_type, token_embedding_type, tied, c
         return new_type
     n_cols = shape[-1]
     if not pure:
-        if cat == "output" or (tied and cat == "token_embd"):
+        if mix.name in EXPERTS_ONLY:
+            new_type = mix.default if len(shape) == 3 and cat != "output" else EXPERTS_ONLY[mix.name]
+        elif cat == "output" or (tied and cat == "token_embd"):
             # The output matrix (or the embedding it shares) gets Q6_K, or Q8_0 where 256 does not divide its rows.
             if n_cols % GGML_QUANT_SIZES[new_type][0]:
                 new_type = T.Q8_0

@@ -72,6 +72,16 @@ def test_dequantize_matches_gguf_py_on_random_blocks(qtype):
     assert np.array_equal(bits(ours), bits(reference))
 
 
+def test_dequantize_matches_gguf_py_on_real_iquant_blocks():
+    """llama-quantize's blocks of every grid i-quant and ternary type, from both real models."""
+    from pathlib import Path
+    with open_gguf(Path(__file__).parent / "data" / "iquant-excerpts.gguf") as gf:
+        assert len(gf.tensors) == 18
+        for t in gf.tensors.values():
+            reference = quants.dequantize(t.raw.reshape(t.shape[0], -1), t.type)
+            assert np.array_equal(bits(t.dequantize()), bits(reference)), t.name
+
+
 @pytest.mark.parametrize("qtype", READ_ONLY, ids=lambda t: t.name)
 def test_types_without_a_quantizer_say_so(qtype):
     block_size = GGML_QUANT_SIZES[qtype][0]

@@ -1,6 +1,7 @@
 """Every kernel against a float64 reference: quantized matvec and matmul for every format
 (random odd shapes and real tensors from both models), and the transformer-step ops."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,25 @@ def test_real_tensors(model, use_tiles):
             check_products(pw, exact, x, xs)
     expected = {"smollm2-135m-instruct": {T.Q4_1, T.Q8_0}, "gemma3-270m": {T.Q8_0, T.Q5_0, T.Q4_K, T.Q6_K}}
     assert expected[model] <= seen
+
+
+IQUANT_EXCERPTS = Path(__file__).parent / "data" / "iquant-excerpts.gguf"
+
+
+@pytest.mark.parametrize("use_tiles", KERNEL_PATHS, ids=["tiles", "float"][2 - len(KERNEL_PATHS):])
+def test_real_iquant_and_ternary_blocks(use_tiles):
+    """Rows of llama-quantize's IQ1-IQ3 and TQ tensors of both real models (data/make_iquant_excerpts.py)."""
+    rng = np.random.default_rng(12)
+    seen = set()
+    with open_gguf(IQUANT_EXCERPTS) as gf:
+        for t in gf.tensors.values():
+            seen.add(t.type)
+            pw = packed(t.raw, t.type, t.shape, use_tiles)
+            exact = t.dequantize().astype(np.float64)
+            check_products(pw, exact, rng.standard_normal(t.shape[1]).astype(np.float32),
+                           rng.standard_normal((4, t.shape[1])).astype(np.float32))
+            assert np.array_equal(pw.dequantize(), exact.astype(np.float32)), t.name
+    assert {T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M, T.TQ1_0, T.TQ2_0} <= seen
 
 
 def test_one_thread_gives_the_same_numbers():

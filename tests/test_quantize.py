@@ -20,7 +20,7 @@ CASES = json.loads((DATA / "quantize-mixes.json").read_text())
 MODELS = list(CASES)
 # every mix of SmolLM2 byte for byte; Gemma's larger file for the mixes people use most
 FILE_CHECKS = [("smollm2-135m-instruct", mix) for mix in MIXES] + \
-              [("gemma3-270m", mix) for mix in ("Q4_K_M", "Q8_0", "Q3_K_M", "IQ4_XS")]
+              [("gemma3-270m", mix) for mix in ("Q4_K_M", "Q8_0", "Q3_K_M", "IQ4_XS", "TQ1_0")]
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -5,11 +5,13 @@ e2m1 values are kept doubled as small integers (KVALUES_FP4), so both scales car
 ggml (ggml_e8m0_to_fp32_half, ggml_ue4m3_to_fp32). Layouts, in struct order:
   MXFP4 e:u8 qs[16]          (17 bytes): element j in qs[j] & 15, element j + 16 in qs[j] >> 4
   NVFP4 d:u8[4] qs[32]       (36 bytes): group g's elements j and j + 8 in qs[8g + j]'s low and high nibbles
+The quantizers port quantize_row_mxfp4_ref / nvfp4_ref (an importance matrix is not used by llama.cpp
+either): a scale from the group's amax, then each value's nearest code (the first of equals).
 """
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, bits_to_f32
+from .bits import F32, bits_to_f32, f32_to_bits
 
 KVALUES_FP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
 MXFP4_BYTES, NVFP4_BYTES = 17, 36
@@ -54,3 +56,70 @@ def dequantize_nvfp4(raw, out):
                 q = blk[4 + 8 * g + j]
                 y[16 * g + j] = d * F32(KVALUES_FP4[q & 15])
                 y[16 * g + 8 + j] = d * F32(KVALUES_FP4[q >> 4])
+
+
+@njit(cache=True, inline="always")
+def _best_code(x, d):
+    """ggml's best_index_mxfp4: the code whose value times d is nearest x, the first on ties."""
+    best, best_error = 0, abs(F32(KVALUES_FP4[0]) * d - x)
+    for i in range(1, 16):
+        error = abs(F32(KVALUES_FP4[i]) * d - x)
+        if error < best_error:
+            best, best_error = i, error
+    return best
+
+
+@njit(cache=True, inline="always")
+def _amax(x):
+    amax = F32(0.0)
+    for v in x:
+        if amax < abs(v):
+            amax = abs(v)
+    return amax
+
+
+@njit(cache=True, parallel=True)
+def quantize_mxfp4(x, out):
+    for b in prange(x.size // 32):
+        xb, blk = x[b * 32:(b + 1) * 32], out[b * MXFP4_BYTES:(b + 1) * MXFP4_BYTES]
+        amax = _amax(xb)
+        e = (np.int32(np.floor(np.log2(amax))) - 2 + 127) & 255 if amax > 0 else 0
+        d = e8m0_to_fp32_half(e)
+        blk[0] = np.uint8(e)
+        for j in range(16):
+            blk[1 + j] = np.uint8(_best_code(xb[j], d) | (_best_code(xb[16 + j], d) << 4))
+
+
+@njit(cache=True, inline="always")
+def fp32_to_ue4m3(x):
+    """ggml_fp32_to_ue4m3: round to nearest (ties up) on the top mantissa bits; 0x7E past the top."""
+    if not x > 0:
+        return 0
+    x = min(x, F32(448.0))
+    bits = np.int32(f32_to_bits(x))
+    exponent = ((bits >> 23) & 255) - 127 + 7
+    if exponent <= 0:
+        mantissa = np.int32(x * F32(512.0) + F32(0.5))
+        return min(mantissa, 7) if mantissa >= 1 else 0
+    if exponent >= 15:
+        return 0x7E
+    mantissa = ((bits >> 20) & 7) + ((bits >> 19) & 1)
+    if mantissa > 7:
+        mantissa = 0
+        exponent += 1
+        if exponent >= 15:
+            return 0x7E
+    return (exponent << 3) | mantissa
+
+
+@njit(cache=True, parallel=True)
+def quantize_nvfp4(x, out):
+    for b in prange(x.size // 64):
+        blk = out[b * NVFP4_BYTES:(b + 1) * NVFP4_BYTES]
+        for g in range(4):
+            xb = x[b * 64 + 16 * g:b * 64 + 16 * g + 16]
+            scale = fp32_to_ue4m3(_amax(xb) / F32(6.0))
+            blk[g] = np.uint8(scale)
+            d = ue4m3_to_fp32_half(scale)
+            for j in range(8):
+                blk[4 + 8 * g + j] = np.uint8(_best_code(xb[j], d) | (_best_code(xb[8 + j], d) << 4))

@@ -5,12 +5,14 @@ Layouts, in struct order:
                               fixed-point fraction ceil(t * 256 / 243) of the base-3 number t; trit n of a
                               byte q is ((q * 3^n mod 256) * 3) >> 8
   TQ2_0 qs[64] d:f16         (66 bytes): 2-bit codes t + 1, four per byte
-Element order is ggml's (dequantize_row_tq1_0 / tq2_0), which gguf-py's dequantizers follow.
+Element order is ggml's (dequantize_row_tq1_0 / tq2_0), which gguf-py's dequantizers follow. The
+quantizers port quantize_row_tq1_0_ref / tq2_0_ref (llama-quantize ignores an importance matrix for them):
+d = amax, trits lroundf(x / d) + 1.
 """
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, get_f16
+from .bits import F32, fp32_to_fp16, get_f16, put_u16
 
 TQ1_BYTES, TQ2_BYTES = 54, 66
 
@@ -62,3 +64,54 @@ def dequantize_tq2_0(raw, out):
         d = get_f16(blk, 64)
         for e in range(256):
             y[e] = F32(tq2_code(blk, e) - 1) * d
+
+
+@njit(cache=True, inline="always")
+def _lround(v):
+    """C's lroundf: half away from zero (float64 holds |v| + 0.5 exactly for any float32 v)."""
+    return np.int32(np.floor(abs(np.float64(v)) + 0.5)) * (1 if v >= 0 else -1)
+
+
+@njit(cache=True, inline="always")
+def _ternary_scale(x):
+    amax = F32(0.0)
+    for v in x:
+        amax = max(amax, abs(v))
+    return amax, (F32(1.0) / amax if amax != 0 else F32(0.0))
+
+
+@njit(cache=True, inline="always")
+def _trit_byte(x, first, step, count, inverse):
+    """count trits x[first + n * step] (most significant first), then zero trits to five, as ceil(t * 256 / 243)."""
+    q = np.int32(0)
+    for n in range(5):
+        q = (q * 3 + (_lround(x[first + n * step] * inverse) + 1 if n < count else 0)) & 255
+    return np.uint8((q * 256 + 242) // 243)
+
+
+@njit(cache=True, parallel=True)
+def quantize_tq1_0(x, out):
+    for b in prange(x.size // 256):
+        xb, blk = x[b * 256:(b + 1) * 256], out[b * TQ1_BYTES:(b + 1) * TQ1_BYTES]
+        d, inverse = _ternary_scale(xb)
+        for m in range(32):
+            blk[m] = _trit_byte(xb, m, 32, 5, inverse)
+        for m in range(16):
+            blk[32 + m] = _trit_byte(xb, 160 + m, 16, 5, inverse)
+        for j in range(4):
+            blk[48 + j] = _trit_byte(xb, 240 + j, 4, 4, inverse)
+        put_u16(blk, 52, fp32_to_fp16(d))
+
+
+@njit(cache=True, parallel=True)
+def quantize_tq2_0(x, out):
+    for b in prange(x.size // 256):
+        xb, blk = x[b * 256:(b + 1) * 256], out[b * TQ2_BYTES:(b + 1) * TQ2_BYTES]
+        d, inverse = _ternary_scale(xb)
+        for c in range(2):
+            for m in range(32):
+                q = np.int32(0)
+                for n in range(4):
+                    q += ((_lround(xb[128 * c + 32 * n + m] * inverse) + 1) & 3) << (2 * n)
+                blk[32 * c + m] = np.uint8(q)
+        put_u16(blk, 64, fp32_to_fp16(d))

@@ -1,12 +1,16 @@
 """Records llama-quantize's tensor types and output for every mix, for tests/test_quantize.py.
 
 The sources are the real models dequantized to F16 by nibble (`nibble quantize IN OUT F16`).
-Run once where llama-cpp-python is installed (it is not a nibble dependency):
-    python tests/data/make_quantize_cases.py [WORK_DIR]
+Run once where llama-cpp-python is installed (it is not a nibble dependency), or with LLAMA_QUANTIZE naming a
+llama-quantize binary (benchmarks/build_llama_cpp.sh builds one):
+    python tests/data/make_quantize_cases.py [WORK_DIR] [MIX ...]
+Naming mixes records (or re-records) only those, keeping the others.
 """
 import ctypes
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +36,10 @@ def tensor_digest(gguf_file):
 
 
 def llama_quantize(source, destination, mix):
+    if os.environ.get("LLAMA_QUANTIZE"):
+        subprocess.run([os.environ["LLAMA_QUANTIZE"], str(source), str(destination), mix, "2"], check=True,
+                       capture_output=True)
+        return
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = 2
@@ -43,14 +51,18 @@ def llama_quantize(source, destination, mix):
 def main():
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
-    cases = {}
+    only = sys.argv[2:]
+    cases = json.loads(OUT.read_text()) if only else {}
     for model in MODELS:
         base = work / f"{model}-f16.gguf"
         quantize_file(resolve_model(model), base, "F16")
         with open_gguf(base) as f:
             names = list(f.tensors)
             case = {"base_digest": tensor_digest(f), "tensors": names, "mixes": {}}
-        for mix in MIXES:
+        if only:
+            assert cases[model]["base_digest"] == case["base_digest"], model
+            case["mixes"] = cases[model]["mixes"]
+        for mix in only or MIXES:
             out = work / f"{model}-llama.cpp-{mix}.gguf"
             llama_quantize(base, out, mix)
             with open_gguf(out) as f:

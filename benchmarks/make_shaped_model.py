@@ -21,7 +21,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFValueType as V
 
 from gguf_io import GGUFWriter, open_gguf
 from runtime import resolve_model
-from runtime.quantize import GGML_QNT_VERSION, mix_by_name, plan_types
+from runtime.quantize import GGML_QNT_VERSION, NEEDS_IMATRIX, Q2_K_NEEDS_IMATRIX, mix_by_name, plan_types
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ HALF_FIELDS = {
     T.Q4_0: ((0,), 8), T.Q4_1: ((0, 2), 15), T.Q5_0: ((0,), 16), T.Q5_1: ((0, 2), 31), T.Q8_0: ((0,), 127),
     T.IQ4_NL: ((0,), 127), T.Q2_K: ((80, 82), 45), T.Q3_K: ((108,), 128), T.Q4_K: ((0, 2), 945),
     T.Q5_K: ((0, 2), 1953), T.Q6_K: ((208,), 4096), T.IQ4_XS: ((0,), 4064),
+    T.IQ2_XXS: ((0,), 167), T.IQ2_XS: ((0,), 167), T.IQ2_S: ((0,), 167), T.IQ3_XXS: ((0,), 480),
+    T.IQ3_S: ((0,), 465), T.IQ1_S: ((0,), 17), T.TQ1_0: ((52,), 1), T.TQ2_0: ((64,), 1),
 }
 WEIGHT_SCALE = 0.05
 SLICE_BYTES = 64 << 20
@@ -134,6 +136,10 @@ def random_rows(rng, qtype, rows, cols):
     return blocks.reshape(rows, -1)
 
 
+def needs_imatrix(mix):
+    return mix.default in NEEDS_IMATRIX or mix.name in Q2_K_NEEDS_IMATRIX
+
+
 def write_shaped_model(shape_name, mix_name, out, seed=0, progress=None):
     shape, mix = SHAPES[shape_name], mix_by_name(mix_name)
     shapes = tensor_shapes(shape)
@@ -141,7 +147,8 @@ def write_shaped_model(shape_name, mix_name, out, seed=0, progress=None):
                                    type=T.F32 if rc[0] == 0 else T.F16) for name, rc in shapes.items()}
     md = {f"{shape.arch}.block_count": shape.n_layer, f"{shape.arch}.attention.head_count": shape.n_head,
           f"{shape.arch}.attention.head_count_kv": shape.n_head_kv, "general.architecture": shape.arch}
-    plan = plan_types(SimpleNamespace(metadata=md, tensors=plain), mix)
+    # the mixes llama-quantize writes only with an importance matrix get the types it gives them with one
+    plan = plan_types(SimpleNamespace(metadata=md, tensors=plain), mix, imatrix=needs_imatrix(mix))
     rng = np.random.default_rng(seed)
     with GGUFWriter(out) as w:
         for key, value, vtype in metadata(shape, mix, f"{shape_name} (random weights, {mix.name})"):

@@ -10,6 +10,7 @@ value is exactly d * factor * small * LOOKUP[code] with the small scale 2s + 1:
   IQ3_XXS d * (0.5 + s) / 2 * grid * sign       = d / 4 * (2s + 1) * (+-grid)
   IQ3_S   d * (1 + 2s) * grid * sign
   IQ1_*   d * (2s + 1) * (g +- 1/8)             = d / 8 * (2s + 1) * (8g +- 1)
+          (IQ1_S: its shift is one per 32-block, so a min instead: 2-bit codes, see decode_iq1_s)
   TQ*     d * (t - 1)                            small 1, offset 1
 The tiles read 3-4 bits per weight where the files hold 1.6-3.4 (a grid index would need a gather per
 8 weights); decoding is the same arithmetic as gguf_io's dequantizers, on codes instead of floats.
@@ -122,13 +123,16 @@ def decode_iq3_s(block, j, codes, small):
 
 @njit(cache=True)
 def decode_iq1_s(block, j, codes, small):
+    """IQ1_S shares its 1/8 shift over a 32-block, so it is a min: d/8 * (8 (2s + 1) * g + (+-(2s + 1))),
+    2-bit codes g + 1 (offset 1), scale 8 (2s + 1), min +-(2s + 1), both times d/8."""
     qh = _u16(block, 34 + 2 * j)
-    small[0] = 2 * ((qh >> 12) & 7) + 1
-    shift_sign = (qh >> 15) & 1
+    odd = 2 * ((qh >> 12) & 7) + 1
+    small[0] = 8 * odd
+    small[2] = -odd if qh & 0x8000 else odd
     for l in range(4):
         entry = CODES_IQ1[np.int32(block[2 + 4 * j + l]) | (((qh >> (3 * l)) & 7) << 8)]
         for k in range(8):
-            codes[8 * l + k] = entry[k] | (shift_sign << 2)
+            codes[8 * l + k] = entry[k]
 
 
 @njit(cache=True)

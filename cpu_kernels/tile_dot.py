@@ -47,7 +47,7 @@ class TileFormat:
     q % b at bit b * (q // b).
     scale / min kinds: "f16" one half float per 32-block and row; "k32" / "k16" a small signed
     integer per 32 / 16 elements and row, times a half float per record (super-block) and row; `factor`
-    (a power of two) scales that record half float."""
+    (a power of two) scales those record half floats."""
     name: str
     low_bits: int
     offset: int = 0
@@ -395,6 +395,8 @@ def _tile_dot_emitter(fmt: TileFormat, path: KernelPath):
                         record_scale[p] = builder.fmul(record_scale[p], ir.Constant(V_F32, [fmt.factor] * L))
                 if fmt.minimum in ("k32", "k16"):
                     record_min[p] = builder.fpext(_load(builder, f.halves, record_min_at, V_HALF), V_F32)
+                    if fmt.factor != 1.0:
+                        record_min[p] = builder.fmul(record_min[p], ir.Constant(V_F32, [fmt.factor] * L))
             def emit_block(block, block_fields, accs):
                 """One 32-block: block_fields point at its codes and scales."""
                 xs = [builder.gep(xq0, [builder.mul(block, ir.Constant(I64, 64))]) for xq0, _, _ in activations]

@@ -60,8 +60,8 @@ TILED = {
     T.IQ3_XXS: TiledType(TileFormat("iq3_xxs", 4, offset=128, scale="k32", record_blocks=8, lookup=gt.LOOKUP_IQ3_XXS,
                                     factor=0.25), 98, 0),
     T.IQ3_S: TiledType(TileFormat("iq3_s", 4, offset=128, scale="k32", record_blocks=8, lookup=gt.LOOKUP_IQ3_S), 110, 0),
-    T.IQ1_S: TiledType(TileFormat("iq1_s", 2, offset=128, scale="k32", record_blocks=8, high_bits=1,
-                                  lookup=gt.LOOKUP_IQ1, factor=0.125), 50, 0),
+    T.IQ1_S: TiledType(TileFormat("iq1_s", 2, offset=1, scale="k32", minimum="k32", record_blocks=8,
+                                  factor=0.125), 50, 0, 0),        # the shift as a min: grid_tiles.py
     T.IQ1_M: TiledType(TileFormat("iq1_m", 2, offset=128, scale="k16", record_blocks=8, high_bits=1,
                                   lookup=gt.LOOKUP_IQ1, factor=0.125), 56, -1),     # d: iq1_m_half
     T.TQ1_0: TiledType(TileFormat("tq1_0", 2, offset=1, scale="k32", record_blocks=8), 54, 52),
@@ -449,7 +449,7 @@ def _tile_iq3_s(src, dst, layout):
 
 @njit(cache=True, parallel=True)
 def _tile_iq1_s(src, dst, layout):
-    _tile_rows(gt.decode_iq1_s, src, dst, layout, 2, 1)
+    _tile_rows(gt.decode_iq1_s, src, dst, layout, 2, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -686,7 +686,7 @@ def _detile(W, layout, offset, min_sign, lookup, factor, row_start, out):
                                    factor) * np.float32(code - offset)
                     if min_kind:
                         value += min_sign * _field(record, min_kind, stride * j + mins_at, record_min_at, half, row,
-                                                   np.float32(1.0))
+                                                   factor)
                     out[i, 32 * (rec * record_blocks + j) + e] = value
 
 

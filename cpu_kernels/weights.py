@@ -8,7 +8,8 @@ are group-interleaved, the matvec kernel, and for repacked types the conversion 
 bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with an integer
 kernel path (isa.py) the quantized types use the integer tile kernels instead (tiles.py: their own table).
 The grid i-quants and ternary types have only tile kernels; on the float path (a CPU with neither AVX2 nor
-NEON, or NIBBLE_KERNELS=float) they are dequantized to float32 at load.
+NEON, or NIBBLE_KERNELS=float) they are dequantized to float32 at load, as MXFP4 and NVFP4 are on every
+path (they have no kernel of their own yet).
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def _repacked(qtype, repack, with_mins=False):
     return KernelFormat(qtype, 32, rp.Q8_16_BYTES, mv.matvec_q8_16, True, repack, rp.dequantize_q8_16)
 
 
-def _tiles_only(qtype):
+def _float_at_load(qtype):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     return KernelFormat(qtype, block_size, type_size, mv.matvec_f32, False, float_at_load=True)
 
@@ -75,8 +76,8 @@ KERNELS: dict[T, KernelFormat] = {row.type: row for row in (
     _repacked(T.Q6_K, rp.repack_q6_k),
     _repacked(T.IQ4_NL, rp.repack_iq4_nl),
     _repacked(T.IQ4_XS, rp.repack_iq4_xs),
-    *(_tiles_only(qtype) for qtype in (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M,
-                                       T.TQ1_0, T.TQ2_0)),
+    *(_float_at_load(qtype) for qtype in (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M,
+                                          T.TQ1_0, T.TQ2_0, T.MXFP4, T.NVFP4)),
 )}
 
 FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.uint16, T.BF16: np.uint16}

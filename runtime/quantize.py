@@ -16,6 +16,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT
 
 from gguf_io import GGUFWriter, block_format, dequantize, open_gguf, quantize
+from gguf_io.formats import can_write
 
 GGML_QNT_VERSION = 2
 ROWS_PER_PART_ELEMENTS = 1 << 22      # quantize ~4M weights at a time: bounded memory, whole rows
@@ -51,6 +52,17 @@ MIXES = {mix.name: mix for mix in (
     Mix("TQ1_0", FT.MOSTLY_TQ1_0, T.TQ1_0),
     Mix("TQ2_0", FT.MOSTLY_TQ2_0, T.TQ2_0),
     Mix("MXFP4_MOE", FT.MOSTLY_MXFP4_MOE, T.MXFP4),
+    Mix("Q2_K_S", FT.MOSTLY_Q2_K_S, T.Q2_K),
+    Mix("IQ3_XS", FT.MOSTLY_IQ3_XS, T.IQ3_S),
+    Mix("IQ3_S", FT.MOSTLY_IQ3_S, T.IQ3_S),
+    Mix("IQ3_M", FT.MOSTLY_IQ3_M, T.IQ3_S),
+    Mix("IQ3_XXS", FT.MOSTLY_IQ3_XXS, T.IQ3_XXS),
+    Mix("IQ2_M", FT.MOSTLY_IQ2_M, T.IQ2_S),
+    Mix("IQ2_S", FT.MOSTLY_IQ2_S, T.IQ2_XS),
+    Mix("IQ2_XS", FT.MOSTLY_IQ2_XS, T.IQ2_XS),
+    Mix("IQ2_XXS", FT.MOSTLY_IQ2_XXS, T.IQ2_XXS),
+    Mix("IQ1_M", FT.MOSTLY_IQ1_M, T.IQ1_M),
+    Mix("IQ1_S", FT.MOSTLY_IQ1_S, T.IQ1_S),
 )}
 
 FLOAT_TYPES = (T.F32, T.F16, T.BF16)
@@ -99,41 +111,88 @@ def use_more_bits(i, n):
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-# Per mix, the rule for a category: (layer index i, layers n, n_head / n_head_kv) -> type or None (keep).
-# llama.cpp's extra rules for Falcon and for 8-expert MoE models are left out: nibble runs neither.
+@dataclass(frozen=True)
+class Where:
+    """What a rule sees: the tensor's index among its category's tensors, the layer count, n_head / n_head_kv,
+    and whether an importance matrix was given."""
+    i: int
+    n: int
+    gqa: int
+    imatrix: bool = False
+
+
+# Per mix, the rule for a category: Where -> type or None (keep the mix's default). llama.cpp's extra rules
+# for Falcon and for MoE models are left out: nibble runs neither.
+IQ2_GROUP = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M")   # llama.cpp's very-low-bit mixes
+IQ2_S_OR_M = ("IQ2_S", "IQ2_M")
+
+
+def _iq2_group(rule):
+    return {mix: (lambda w, mix=mix: rule(w, mix)) for mix in IQ2_GROUP}
+
+
 ATTN_V_RULES = {
-    "Q2_K": lambda i, n, gqa: T.Q4_K if gqa >= 4 else T.Q3_K,
-    "Q3_K_M": lambda i, n, gqa: T.Q5_K if i < 2 else T.Q4_K,
-    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
-    "IQ4_NL": lambda i, n, gqa: T.Q5_K if gqa >= 4 else None,
-    "IQ4_XS": lambda i, n, gqa: T.Q5_K if gqa >= 4 else None,
-    "Q4_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
-    "Q5_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
-    "Q4_K_S": lambda i, n, gqa: T.Q5_K if i < 4 else None,
+    "Q2_K": lambda w: T.Q4_K if w.gqa >= 4 else T.Q3_K,
+    "Q2_K_S": lambda w: T.Q4_K if w.gqa >= 4 else None,
+    "IQ3_XXS": lambda w: T.Q4_K if w.gqa >= 4 else T.IQ3_XXS if w.imatrix else T.IQ3_S,
+    "IQ3_XS": lambda w: T.Q4_K if w.gqa >= 4 else None,
+    "IQ3_S": lambda w: T.Q4_K if w.gqa >= 4 else None,
+    "IQ3_M": lambda w: T.Q4_K,
+    "Q3_K_M": lambda w: T.Q5_K if w.i < 2 else T.Q4_K,
+    "Q3_K_L": lambda w: T.Q5_K,
+    "IQ4_NL": lambda w: T.Q5_K if w.gqa >= 4 else None,
+    "IQ4_XS": lambda w: T.Q5_K if w.gqa >= 4 else None,
+    "Q4_K_M": lambda w: T.Q6_K if use_more_bits(w.i, w.n) else None,
+    "Q5_K_M": lambda w: T.Q6_K if use_more_bits(w.i, w.n) else None,
+    "Q4_K_S": lambda w: T.Q5_K if w.i < 4 else None,
+    **_iq2_group(lambda w, mix: T.Q4_K if w.gqa >= 4 else T.IQ3_S if mix in IQ2_S_OR_M else T.Q2_K),
 }
+ATTN_K_RULES = {"IQ3_XS": lambda w: T.IQ3_XXS, "IQ3_XXS": lambda w: T.IQ2_S}
+ATTN_Q_RULES = ATTN_K_RULES
 FFN_DOWN_RULES = {
-    "Q2_K": lambda i, n, gqa: T.Q3_K,
-    "Q3_K_M": lambda i, n, gqa: T.Q5_K if i < n // 16 else T.Q4_K,
-    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
-    "Q4_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
-    "IQ4_NL": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
-    "IQ4_XS": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
-    "Q5_K_M": lambda i, n, gqa: T.Q6_K if use_more_bits(i, n) else None,
-    "Q4_K_S": lambda i, n, gqa: T.Q5_K if i < n // 8 else None,
+    "Q2_K": lambda w: T.Q3_K,
+    "Q2_K_S": lambda w: T.Q4_K if w.i < w.n // 8 else None,
+    "IQ3_XXS": lambda w: None if w.imatrix else T.Q4_K if w.i < w.n // 8 else T.Q3_K,
+    "Q3_K_M": lambda w: T.Q5_K if w.i < w.n // 16 else T.Q4_K,
+    "IQ3_M": lambda w: T.Q4_K if w.i < w.n // 8 else None,
+    "Q3_K_L": lambda w: T.Q5_K,
+    "Q4_K_M": lambda w: T.Q6_K if use_more_bits(w.i, w.n) else None,
+    "IQ4_NL": lambda w: T.Q5_K if w.i < w.n // 8 and not w.imatrix else None,
+    "IQ4_XS": lambda w: T.Q5_K if w.i < w.n // 8 and not w.imatrix else None,
+    "Q5_K_M": lambda w: T.Q6_K if use_more_bits(w.i, w.n) else None,
+    "Q4_K_S": lambda w: T.Q5_K if w.i < w.n // 8 else None,
+    # with a matrix, the first ffn_down layers of Q4_0/Q5_0 get a min (they "go crazy" otherwise)
+    "Q4_0": lambda w: T.Q4_1 if w.imatrix and w.i < w.n // 8 else None,
+    "Q5_0": lambda w: T.Q5_1 if w.imatrix and w.i < w.n // 8 else None,
+    **_iq2_group(lambda w, mix: (T.IQ3_S if mix in IQ2_S_OR_M else T.Q2_K) if w.i < w.n // 8 else None),
 }
 ATTN_OUTPUT_RULES = {
-    "Q2_K": lambda i, n, gqa: T.Q3_K,
-    "Q3_K_M": lambda i, n, gqa: T.Q4_K,
-    "Q3_K_L": lambda i, n, gqa: T.Q5_K,
+    "Q2_K": lambda w: T.Q3_K,
+    "IQ3_XXS": lambda w: T.IQ3_S,
+    "Q3_K_M": lambda w: T.Q4_K,
+    "Q3_K_L": lambda w: T.Q5_K,
+    "IQ3_M": lambda w: T.Q4_K,
+    **_iq2_group(lambda w, mix: T.IQ2_XXS if mix in ("IQ1_S", "IQ1_M") else T.IQ3_S if mix in IQ2_S_OR_M else None),
 }
+MIDDLE_LAYERS_IQ3_XXS = {"IQ3_XS": lambda w: T.IQ3_XXS if w.n // 8 <= w.i < 7 * w.n // 8 else None}
 TOKEN_EMBD_RULES = {      # an embedding matrix of its own (not shared with the output)
-    "TQ1_0": lambda i, n, gqa: T.Q4_K,
-    "TQ2_0": lambda i, n, gqa: T.Q4_K,
+    "TQ1_0": lambda w: T.Q4_K,
+    "TQ2_0": lambda w: T.Q4_K,
+    "IQ3_XXS": lambda w: T.IQ3_S,
+    **_iq2_group(lambda w, mix: T.IQ3_S if mix in IQ2_S_OR_M else T.Q2_K),
 }
-RULES = {"attn_v": ATTN_V_RULES, "ffn_down": FFN_DOWN_RULES, "attn_output": ATTN_OUTPUT_RULES,
+RULES = {"attn_v": ATTN_V_RULES, "attn_k": ATTN_K_RULES, "attn_q": ATTN_Q_RULES, "ffn_down": FFN_DOWN_RULES,
+         "attn_output": ATTN_OUTPUT_RULES, "ffn_gate": MIDDLE_LAYERS_IQ3_XXS, "ffn_up": MIDDLE_LAYERS_IQ3_XXS,
          "token_embd": TOKEN_EMBD_RULES}
+COUNTED = ("attn_v", "ffn_down", "ffn_gate", "ffn_up")     # categories whose rules see the tensor's index
+# The output matrix (or the embedding it shares) gets Q6_K; these mixes give it Q5_K.
+OUTPUT_Q5_K = ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
 # MXFP4_MOE: MXFP4 for the experts (3-D tensors), Q8_0 everywhere else, the output matrix included.
 EXPERTS_ONLY = {"MXFP4_MOE": T.Q8_0}
+# Types llama-quantize refuses to write without an importance matrix ("the result will be garbage"), and the
+# mixes whose Q2_K tensors it counts among them.
+NEEDS_IMATRIX = (T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS)
+Q2_K_NEEDS_IMATRIX = ("Q2_K_S",)
 
 # A block type whose size does not divide a row falls back to one with 32-element blocks.
 FALLBACK = {T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
@@ -148,8 +207,9 @@ class Plan:
     fallbacks: list = field(default_factory=list)   # (name, wanted, given)
 
 
-def plan_types(gguf_file, mix, *, pure=False, output_tensor_type=None, token_embedding_type=None) -> Plan:
-    """Choose every tensor's type as llama-quantize does for `mix` (without an importance matrix)."""
+def plan_types(gguf_file, mix, *, pure=False, output_tensor_type=None, token_embedding_type=None,
+               imatrix=False) -> Plan:
+    """Choose every tensor's type as llama-quantize does for `mix` (`imatrix`: with an importance matrix)."""
     mix = mix if isinstance(mix, Mix) else mix_by_name(mix)
     md = gguf_file.metadata
     arch = md.get("general.architecture", "")
@@ -159,15 +219,28 @@ def plan_types(gguf_file, mix, *, pure=False, output_tensor_type=None, token_emb
     gqa = n_head // n_head_kv
     names = list(gguf_file.tensors)
     tied = "output.weight" not in names
-    counters = {"attn_v": 0, "ffn_down": 0}
+    counters = dict.fromkeys(COUNTED, 0)
     plan = Plan()
     # llama.cpp walks the tensors by layer, then by name; the per-category counters depend on it.
     for name in sorted(names, key=_layer_then_name):
         tensor = gguf_file.tensors[name]
         plan.types[name] = _choose(tensor, mix, pure, output_tensor_type, token_embedding_type,
-                                   tied, counters, n_layer, gqa, plan)
+                                   tied, counters, n_layer, gqa, imatrix, plan)
     plan.types = {name: plan.types[name] for name in names}
     return plan
+
+
+def check_writable(plan, mix, imatrix=False):
+    """ValueError (one line) if the plan needs a type nibble cannot write yet, or an importance matrix it lacks."""
+    missing = sorted({qtype.name for qtype in plan.types.values() if not can_write(qtype)})
+    if missing:
+        raise ValueError(f"the {mix.name} mix needs {', '.join(missing)}, which nibble reads but cannot write yet; "
+                         f"quantize with llama-quantize, or pick another type (nibble quantize --help)")
+    needs = [name for name, qtype in plan.types.items() if category(name) not in ("output", "token_embd")
+             and (qtype in NEEDS_IMATRIX or (qtype == T.Q2_K and mix.name in Q2_K_NEEDS_IMATRIX))]
+    if needs and not imatrix:
+        raise ValueError(f"the {mix.name} mix needs an importance matrix (without one llama.cpp's very-low-bit "
+                         f"types give garbage); make one with llama-imatrix -m MODEL -f TEXT -o FILE")
 
 
 def requantized_tensors(gguf_file, plan):
@@ -182,7 +255,7 @@ def _layer_then_name(name):
     return layer, name
 
 
-def _choose(tensor, mix, pure, output_tensor_type, token_embedding_type, tied, counters, n_layer, gqa, plan):
+def _choose(tensor, mix, pure, output_tensor_type, token_embedding_type, tied, counters, n_layer, gqa, imatrix, plan):
     name, shape = tensor.name, tensor.shape
     if not allows_quantization(name, shape):
         return tensor.type
@@ -202,14 +275,16 @@ def _choose(tensor, mix, pure, output_tensor_type, token_embedding_type, tied, c
             # The output matrix (or the embedding it shares) gets Q6_K, or Q8_0 where 256 does not divide its rows.
             if n_cols % GGML_QUANT_SIZES[new_type][0]:
                 new_type = T.Q8_0
+            elif mix.name in OUTPUT_Q5_K:
+                new_type = T.Q5_K
             elif new_type != T.Q8_0:
                 new_type = T.Q6_K
         elif cat in RULES:
-            i = counters.get(cat, 0)
             rule = RULES[cat].get(mix.name)
-            chosen = rule(i, n_layer, gqa) if rule else None
+            chosen = rule(Where(counters.get(cat, 0), n_layer, gqa, imatrix)) if rule else None
             new_type = chosen or new_type
-            if cat == "attn_v" and n_layer == 80 and gqa > 1 and new_type in (T.Q3_K, T.Q4_K):
+            if cat == "attn_v" and n_layer == 80 and gqa > 1 and new_type in (T.Q3_K, T.Q4_K) \
+                    and mix.name not in IQ2_GROUP:
                 new_type = T.Q5_K      # llama.cpp's 70B rule: attn_v is 8x smaller there, so more bits are cheap
             if cat in counters:
                 counters[cat] += 1
@@ -249,6 +324,7 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
     with open_gguf(source) as src:
         plan = plan_types(src, mix, pure=pure, output_tensor_type=output_tensor_type,
                           token_embedding_type=token_embedding_type)
+        check_writable(plan, mix)
         requantized = requantized_tensors(src, plan)
         with GGUFWriter(destination) as out:
             split_keys = ("split.no", "split.count", "split.tensors.count")

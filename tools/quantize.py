@@ -1,9 +1,11 @@
 """Quantize a GGUF file to one of llama.cpp's mixes, as llama-quantize does.
 
 TYPE is one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
-Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS. The K mixes give more bits to the
-tensors that suffer most (attn_v, ffn_down, the output matrix) with llama.cpp's rules; 1-D
-tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
+Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE. The K mixes give
+more bits to the tensors that suffer most (attn_v, ffn_down, the output matrix) with llama.cpp's
+rules; 1-D tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
+The i-quant mixes below 4 bits (IQ1_S ... IQ3_M, Q2_K_S) are planned (--dry-run) but not written
+yet: nibble runs the files llama-quantize makes of them.
 An already-quantized input is dequantized first (with a warning: quality is lost twice).
 The output file appears only when complete.
 
@@ -15,8 +17,8 @@ from tqdm import tqdm
 from cpu_kernels import set_threads
 from gguf_io import open_gguf
 from runtime import resolve_model
-from runtime.quantize import (FLOAT_TYPES, MIXES, mix_by_name, plan_types, print_report, quantize_file,
-                              requantized_tensors, tensor_type_by_name)
+from runtime.quantize import (FLOAT_TYPES, MIXES, check_writable, mix_by_name, plan_types, print_report,
+                              quantize_file, requantized_tensors, tensor_type_by_name)
 
 HELP = "quantize a GGUF file (Q4_K_M, Q8_0, ...) like llama-quantize"
 
@@ -43,6 +45,8 @@ def main(args):
         plan = plan_types(src, mix, pure=args.pure, output_tensor_type=output_type,
                           token_embedding_type=embedding_type)
         total = sum(t.nbytes for t in src.tensors.values())
+        if not args.dry_run:
+            check_writable(plan, mix)
         if args.dry_run:
             for name, qtype in plan.types.items():
                 t = src.tensors[name]
@@ -54,8 +58,12 @@ def main(args):
             " and quantized again, which loses quality twice (start from an F16/BF16/F32 file where you can)"
         print(f"warning: {len(requantized)} tensors of {source} are already quantized; they are dequantized{again}",
               file=sys.stderr)
+    fallbacks = {}
     for name, wanted, given in plan.fallbacks:
-        print(f"note: {name}: rows of {wanted.name} blocks do not fit; using {given.name}", file=sys.stderr)
+        fallbacks.setdefault((wanted, given), []).append(name)
+    for (wanted, given), names in fallbacks.items():
+        which = names[0] if len(names) == 1 else f"{len(names)} tensors ({names[0]}, ...)"
+        print(f"note: {which}: rows of {wanted.name} blocks do not fit; using {given.name}", file=sys.stderr)
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"quantizing to {mix.name}", leave=False,
               disable=None) as bar:
         report = quantize_file(source, args.output, mix, pure=args.pure, output_tensor_type=output_type,

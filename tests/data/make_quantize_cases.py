@@ -4,7 +4,9 @@ The sources are the real models dequantized to F16 by nibble (`nibble quantize I
 Run once where llama-cpp-python is installed (it is not a nibble dependency), or with LLAMA_QUANTIZE naming a
 llama-quantize binary (benchmarks/build_llama_cpp.sh builds one):
     python tests/data/make_quantize_cases.py [WORK_DIR] [MIX ...]
-Naming mixes records (or re-records) only those, keeping the others.
+Naming mixes records (or re-records) only those, keeping the others. With LLAMA_IMATRIX naming a
+directory that holds <model>.imatrix.gguf (llama-imatrix's output), the named mixes are recorded as
+llama-quantize --imatrix writes them, under "imatrix_mixes" (the types only: nibble cannot write them all yet).
 """
 import ctypes
 import hashlib
@@ -35,10 +37,11 @@ def tensor_digest(gguf_file):
     return digest.hexdigest()
 
 
-def llama_quantize(source, destination, mix):
+def llama_quantize(source, destination, mix, imatrix=None):
     if os.environ.get("LLAMA_QUANTIZE"):
-        subprocess.run([os.environ["LLAMA_QUANTIZE"], str(source), str(destination), mix, "2"], check=True,
-                       capture_output=True)
+        with_matrix = ["--imatrix", str(imatrix)] if imatrix else []
+        subprocess.run([os.environ["LLAMA_QUANTIZE"], *with_matrix, str(source), str(destination), mix, "2"],
+                       check=True, capture_output=True)
         return
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
@@ -61,12 +64,20 @@ def main():
             case = {"base_digest": tensor_digest(f), "tensors": names, "mixes": {}}
         if only:
             assert cases[model]["base_digest"] == case["base_digest"], model
-            case["mixes"] = cases[model]["mixes"]
+            case = {**cases[model], **case, "mixes": cases[model]["mixes"]}
+        matrices = os.environ.get("LLAMA_IMATRIX")
+        imatrix = Path(matrices) / f"{model}.imatrix.gguf" if matrices else None
+        if imatrix:
+            case["imatrix_mixes"] = cases[model].get("imatrix_mixes", {})
         for mix in only or MIXES:
             out = work / f"{model}-llama.cpp-{mix}.gguf"
-            llama_quantize(base, out, mix)
+            llama_quantize(base, out, mix, imatrix)
             with open_gguf(out) as f:
-                case["mixes"][mix] = {"types": " ".join(f.tensors[n].type.name for n in names), "digest": tensor_digest(f)}
+                types = " ".join(f.tensors[n].type.name for n in names)
+                if imatrix:
+                    case["imatrix_mixes"][mix] = {"types": types}
+                else:
+                    case["mixes"][mix] = {"types": types, "digest": tensor_digest(f)}
             print(model, mix, file=sys.stderr)
         cases[model] = case
     OUT.write_text(json.dumps(cases, indent=1) + "\n")

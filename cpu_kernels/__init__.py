@@ -48,7 +48,7 @@ from .bandwidth import read_bandwidth
 from .layout import InterleavedX, deinterleave, interleave
 from .ops import (add, add_bias_gelu, add_layer_norm, add_rms_norm, apply_rope, attention_bidirectional,
                   attention_seqs, gelu_tanh_mul, layer_norm, masked_softmax, rms_norm, rope_angles, silu_mul, softmax,
-                  store_kv, top_k)
+                  store_kv, token_nll, top_k)
 from .weights import KERNELS, KernelFormat, PackedWeight, map_threads
 
 numba.config.CACHE_DIR = _previous_cache_dir
@@ -75,4 +75,4 @@ def set_threads(n_threads=None):
 __all__ = ["kernels_compiled", "KERNELS", "KernelFormat", "PackedWeight", "InterleavedX", "interleave", "deinterleave",
            "set_threads", "rms_norm", "add_rms_norm", "layer_norm", "add_layer_norm", "add_bias_gelu",
            "attention_bidirectional", "add", "rope_angles", "apply_rope", "softmax",
-           "silu_mul", "gelu_tanh_mul", "store_kv", "attention_seqs", "top_k", "masked_softmax", "map_threads", "read_bandwidth"]
+           "silu_mul", "gelu_tanh_mul", "store_kv", "attention_seqs", "top_k", "masked_softmax", "token_nll", "map_threads", "read_bandwidth"]

@@ -231,6 +231,21 @@ def softmax(x, out):
         softmax_inplace(out[t], x.shape[1])
 
 
+@njit(cache=True, parallel=True)
+def token_nll(logits, targets, out):
+    """out[t] = -log softmax(logits[t])[targets[t]] (float64), as llama-perplexity computes it: exp in float32,
+    the sum in float64, without the whole log-softmax in memory (a 262k vocabulary's is 2 MB a row)."""
+    for t in prange(logits.shape[0]):
+        row = logits[t]
+        m = row[0]
+        for i in range(1, row.size):
+            m = max(m, row[i])
+        total = 0.0
+        for i in range(row.size):
+            total += np.exp(row[i] - m)
+        out[t] = np.log(total) - np.float64(row[targets[t]] - m)
+
+
 @njit(cache=True, fastmath=True, inline="always")
 def capped(score, softcap):
     """Gemma 2's attention logit soft-capping, softcap * tanh(score / softcap); softcap 0: the score."""

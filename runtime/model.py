@@ -122,6 +122,7 @@ class _Weights:
         self.gguf, self.arch = gguf, arch
         self.cached_tiles = cached_tiles
         self.packed = {}
+        self.names = {}           # id(PackedWeight) -> its GGUF tensor's name (parts of a fused tensor share it)
 
     def has(self, name):
         return name in self.gguf.tensors
@@ -162,6 +163,7 @@ class _Weights:
             raise ModelError(f"tensor {key!r}: {error}") from None
         if weight.uses_tiles:
             self.packed[key] = weight.tiles
+        self.names[id(weight)] = key.split("[")[0]
         return weight
 
 
@@ -373,6 +375,7 @@ class Model:
             self.gguf.drop_resident_pages()   # the packed copy lives in its own memory: count the bytes once
         if cached_tiles is None and weights.packed:
             tile_cache.save(self.path, weights.packed)
+        self.weight_names = weights.names
         self._workspace = None
 
     def _layer(self, w, i):
@@ -423,14 +426,21 @@ class Model:
         if self.arch.embed_scale:
             out *= np.float32(math.sqrt(self.hp.n_embd))
 
-    def forward(self, tokens, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache, all_logits: bool = False, first_logit: int = 0) -> np.ndarray:
         """Run `tokens` at positions cache.n_tokens.. and append them to the cache.
 
-        Returns float32 logits: (n_tokens, n_vocab) with all_logits, else (n_vocab,) for the last token.
+        Returns float32 logits: (n_tokens - first_logit, n_vocab) with all_logits (the rows from token
+        first_logit on: perplexity scores only a chunk's second half, and the output matrix is the largest
+        product of a small model), else (n_vocab,) for the last token.
         """
         tokens = self._checked(tokens, cache)
-        chunks = [self._forward_rows([(tokens[i:i + cache.max_batch], cache)], all_logits)[0]
-                  for i in range(0, tokens.size, cache.max_batch)]
+        chunks = []
+        for i in range(0, tokens.size, cache.max_batch):
+            part = tokens[i:i + cache.max_batch]
+            if all_logits and i + part.size <= first_logit:
+                self._forward_rows([(part, cache)], all_logits=False, hidden=True)     # no logits wanted here
+                continue
+            chunks.append(self._forward_rows([(part, cache)], all_logits, first_logit=max(0, first_logit - i))[0])
         return np.concatenate(chunks) if all_logits and len(chunks) > 1 else chunks[-1]
 
     def forward_batch(self, batch) -> list[np.ndarray]:
@@ -467,10 +477,10 @@ class Model:
             raise ValueError(f"{cache.n_tokens + tokens.size} tokens do not fit the context of {cache.n_ctx} tokens")
         return tokens
 
-    def _forward_rows(self, batch, all_logits, hidden=False):
+    def _forward_rows(self, batch, all_logits, hidden=False, first_logit=0):
         """The forward pass over the rows of one or more sequences ([(tokens, cache), ...], each at most
         its cache's max_batch tokens). Returns per sequence: its rows after the final norm with `hidden`,
-        all its rows' logits with all_logits, else its last row's."""
+        all its rows' logits with all_logits (one sequence: from row first_logit on), else its last row's."""
         hp = self.hp
         tokens = np.concatenate([t for t, _ in batch]) if len(batch) > 1 else batch[0][0]
         n_ctx = max(cache.n_ctx for _, cache in batch)
@@ -539,6 +549,8 @@ class Model:
             cache.n_tokens = int(seq_positions[-1]) + 1
         if hidden:
             return [h[rows].copy() for rows, *_ in spans]
+        if all_logits and first_logit:
+            return [self._capped(self.output.matmul(np.ascontiguousarray(h[first_logit:])))]
         if all_logits:
             logits = self._capped(self.output.matmul(h) if n > 1 else self.output.matvec(h[0])[None, :])
             return [logits[rows] for rows, *_ in spans]

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import cpu_kernels as K
+
 ROWS_PER_STEP = 64     # log-softmax this many rows at a time in float64
 
 
@@ -64,9 +66,13 @@ def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress
         chunk_log_probs(base, tokens, n_ctx, n_chunks) if hasattr(base, "hp") else iter(base)
     result = PerplexityResult(n_ctx)
     started = time.perf_counter()
-    for c, (targets, logp) in enumerate(chunk_log_probs(model, tokens, n_ctx, n_chunks)):
-        result.nll.extend((-logp[np.arange(len(targets)), targets]).tolist())
+    scored = chunk_nll(model, tokens, n_ctx, n_chunks) if base_chunks is None else \
+        ((targets, -logp[np.arange(len(targets)), targets], logp)
+         for targets, logp in chunk_log_probs(model, tokens, n_ctx, n_chunks))
+    for c, (targets, nll, *log_probs) in enumerate(scored):
+        result.nll.extend(nll.tolist())
         if base_chunks is not None:
+            logp = log_probs[0]
             _, base_logp = next(base_chunks)
             p = np.exp(base_logp)
             result.kl.extend(np.sum(p * (base_logp - logp), axis=-1).tolist())
@@ -78,10 +84,8 @@ def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress
     return result
 
 
-def chunk_log_probs(model, tokens, n_ctx, n_chunks):
-    """Per chunk: (the scored target tokens, log-probabilities at the positions that predict them).
-
-    Lazy (a generator) when scoring once; wrap it in list() to reuse a base model's run."""
+def chunk_logits(model, tokens, n_ctx, n_chunks):
+    """Per chunk: (the scored target tokens, the logits at the positions that predict them)."""
     tokens = np.asarray(tokens, np.int64)
     bos = model.tokenizer.bos_id if model.tokenizer.add_bos else None
     first = n_ctx // 2
@@ -89,9 +93,26 @@ def chunk_log_probs(model, tokens, n_ctx, n_chunks):
         chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
         if bos is not None:
             chunk[0] = bos
-        logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True)[first:n_ctx - 1]
-        logp = np.concatenate([log_softmax(logits[i:i + ROWS_PER_STEP]) for i in range(0, len(logits), ROWS_PER_STEP)])
-        yield chunk[first + 1:], logp
+        logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True, first_logit=first)[:n_ctx - 1 - first]
+        yield chunk[first + 1:], logits
+
+
+def chunk_log_probs(model, tokens, n_ctx, n_chunks):
+    """Per chunk: (the scored target tokens, log-probabilities at the positions that predict them).
+
+    Lazy (a generator) when scoring once; wrap it in list() to reuse a base model's run."""
+    for targets, logits in chunk_logits(model, tokens, n_ctx, n_chunks):
+        yield targets, np.concatenate([log_softmax(logits[i:i + ROWS_PER_STEP])
+                                       for i in range(0, len(logits), ROWS_PER_STEP)])
+
+
+def chunk_nll(model, tokens, n_ctx, n_chunks):
+    """Per chunk: (the scored target tokens, their negative log-likelihoods), without the log-softmax of the
+    whole vocabulary (what perplexity alone needs)."""
+    for targets, logits in chunk_logits(model, tokens, n_ctx, n_chunks):
+        nll = np.empty(len(targets), np.float64)
+        K.token_nll(np.ascontiguousarray(logits), targets, nll)
+        yield targets, nll
 
 
 def _n_chunks(tokens, n_ctx, max_chunks):

@@ -61,10 +61,10 @@ class Profile:
         return timed
 
     def _timed_forward(self, forward):
-        def timed(tokens, cache, all_logits=False):
+        def timed(tokens, cache, all_logits=False, first_logit=0):
             self.layer = "-"
             start = time.perf_counter()
-            result = forward(tokens, cache, all_logits)
+            result = forward(tokens, cache, all_logits, first_logit)
             self.forward_seconds += time.perf_counter() - start
             self.forward_calls += 1
             self.tokens += len(tokens)

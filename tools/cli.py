@@ -11,7 +11,7 @@ except ValueError as error:
 from gguf_io import GGUFError
 from runtime import ModelNotFound
 
-from . import bench, chat, convert, embed, inspect_gguf, perplexity, pull, quantize, run, serve
+from . import bench, chat, convert, embed, imatrix, inspect_gguf, perplexity, pull, quantize, run, serve
 
 COMMANDS = {
     "chat": chat,
@@ -21,6 +21,7 @@ COMMANDS = {
     "inspect": inspect_gguf,
     "convert": convert,
     "quantize": quantize,
+    "imatrix": imatrix,
     "perplexity": perplexity,
     "bench": bench,
     "serve": serve,

@@ -51,7 +51,8 @@ def test_chunk_rules_on_a_tiny_model(gemma3_path, tmp_path):
         logits = model.forward(chunk, model.new_cache(n_ctx), all_logits=True)
         for j in range(n_ctx // 2, n_ctx - 1):
             nll.append(-log_softmax(logits[j])[chunk[j + 1]])
-    assert result.ppl == pytest.approx(np.exp(np.mean(nll)), rel=1e-9)
+    # float64 log-softmax here; perplexity sums float32 exponentials in float64, as llama-perplexity does
+    assert result.ppl == pytest.approx(np.exp(np.mean(nll)), rel=1e-6)
     same = perplexity(model, tokens, n_ctx, base=model)
     assert max(same.kl) < 1e-9 and same.top1_agreement == 1.0
 

@@ -4,7 +4,7 @@ Block size and bytes per block come from the `gguf` package; each row adds the k
 that turn float32 rows into blocks and back. Adding a format is adding a row.
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
@@ -19,6 +19,8 @@ class BlockFormat:
     type_size: int           # bytes per block
     quantize_blocks: Callable[[np.ndarray, np.ndarray], None]    # (float32 flat, uint8 flat out)
     dequantize_blocks: Callable[[np.ndarray, np.ndarray], None]  # (uint8 flat, float32 flat out)
+    # (float32 flat, uint8 flat out, float32 weights per column of a row): llama.cpp's importance-weighted search
+    quantize_weighted: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], None]] = None
 
     @property
     def name(self) -> str:
@@ -28,9 +30,10 @@ class BlockFormat:
         return n_per_row // self.block_size * self.type_size
 
 
-def _row(qtype, quantize, dequantize):
+def _row(qtype, quantize, dequantize, weighted=None):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    return BlockFormat(qtype, block_size, type_size, quantize or _no_quantizer(qtype), dequantize)
+    quantize = quantize or (_needs_weights(qtype) if weighted else _no_quantizer(qtype))
+    return BlockFormat(qtype, block_size, type_size, quantize, dequantize, weighted)
 
 
 def _no_quantizer(qtype):
@@ -38,6 +41,14 @@ def _no_quantizer(qtype):
     def refuse(x, out):
         raise ValueError(f"nibble reads {qtype.name} but cannot write it yet; "
                          f"pick another type (nibble quantize --help lists them)")
+    refuse.missing = True
+    return refuse
+
+
+def _needs_weights(qtype):
+    """The unweighted kernel of a type llama.cpp writes only with an importance matrix."""
+    def refuse(x, out):
+        raise ValueError(f"{qtype.name} needs an importance matrix (nibble imatrix -m MODEL -f TEXT -o FILE)")
     refuse.missing = True
     return refuse
 
@@ -58,7 +69,7 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.Q6_K, kquants.quantize_q6_k, kquants.dequantize_q6_k),
     _row(T.IQ4_NL, iquants.quantize_iq4_nl, iquants.dequantize_iq4_nl),
     _row(T.IQ4_XS, iquants.quantize_iq4_xs, iquants.dequantize_iq4_xs),
-    _row(T.IQ2_XXS, None, gridquants.dequantize_iq2_xxs),
+    _row(T.IQ2_XXS, None, gridquants.dequantize_iq2_xxs, gridquants.quantize_iq2_xxs),
     _row(T.IQ2_XS, None, gridquants.dequantize_iq2_xs),
     _row(T.IQ2_S, None, gridquants.dequantize_iq2_s),
     _row(T.IQ3_XXS, None, gridquants.dequantize_iq3_xxs),
@@ -73,8 +84,13 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
 
 
 def can_write(qtype) -> bool:
-    """Whether nibble has a quantizer for a type it reads."""
+    """Whether nibble has a quantizer for a type it reads that needs no importance matrix."""
     return not getattr(block_format(qtype).quantize_blocks, "missing", False)
+
+
+def can_write_weighted(qtype) -> bool:
+    """Whether nibble has llama.cpp's importance-weighted quantizer for a type."""
+    return block_format(qtype).quantize_weighted is not None
 
 
 def block_format(qtype) -> BlockFormat:
@@ -87,8 +103,10 @@ def block_format(qtype) -> BlockFormat:
         raise ValueError(f"unsupported tensor type {qtype!r}; nibble supports {supported}") from None
 
 
-def quantize(array, qtype) -> np.ndarray:
-    """float rows -> uint8 block bytes, one row of bytes per row of `array`."""
+def quantize(array, qtype, weights=None) -> np.ndarray:
+    """float rows -> uint8 block bytes, one row of bytes per row of `array`. `weights` (one per column, from
+    an importance matrix: ImportanceMatrix.weights) selects llama.cpp's weighted search, for the types that
+    have one here."""
     fmt = block_format(qtype)
     array = np.asarray(array)
     if array.ndim == 0 or array.shape[-1] % fmt.block_size:
@@ -96,7 +114,13 @@ def quantize(array, qtype) -> np.ndarray:
                          f"rows must be a multiple of {fmt.block_size} elements")
     x = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
     out = np.empty(array.shape[:-1] + (fmt.row_bytes(array.shape[-1]),), dtype=np.uint8)
-    if x.size:
+    if weights is not None and fmt.quantize_weighted is None:
+        raise ValueError(f"nibble has no importance-weighted {fmt.name} quantizer yet")
+    if weights is not None and np.size(weights) != array.shape[-1]:
+        raise ValueError(f"{np.size(weights)} importance weights for rows of {array.shape[-1]} elements")
+    if x.size and weights is not None:
+        fmt.quantize_weighted(x, out.reshape(-1), np.ascontiguousarray(weights, np.float32).reshape(-1))
+    elif x.size:
         fmt.quantize_blocks(x, out.reshape(-1))
     return out
 

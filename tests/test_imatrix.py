@@ -1,6 +1,6 @@
 """nibble imatrix against llama-imatrix on the real SmolLM2 (its F16, as llama-imatrix was given it).
 
-tests/data/imatrix-smollm2-llama.cpp.{gguf,dat} are llama-imatrix's output (llama.cpp of llama-cpp-python
+tests/data/imatrix-<model>-llama.cpp.gguf (and SmolLM2's .dat) are llama-imatrix's output (llama.cpp of llama-cpp-python
 0.3.36, -c 512 --chunks 16, over the first 120000 bytes of benchmarks/data/python-language-reference.txt).
 """
 import numpy as np
@@ -12,8 +12,8 @@ from runtime.model import Model
 from tools.cli import main as nibble
 
 TEXT = DATA.parent.parent / "benchmarks" / "data" / "python-language-reference.txt"
-LLAMA_GGUF = DATA / "imatrix-smollm2-llama.cpp.gguf"
-LLAMA_DAT = DATA / "imatrix-smollm2-llama.cpp.dat"
+LLAMA_GGUF = DATA / "imatrix-smollm2-135m-instruct-llama.cpp.gguf"
+LLAMA_DAT = DATA / "imatrix-smollm2-135m-instruct-llama.cpp.dat"
 
 
 def calibration_text():

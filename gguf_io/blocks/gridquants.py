@@ -18,7 +18,7 @@ import numpy as np
 from gguf import quants as gq
 from numba import njit, prange
 
-from .bits import F32, fp16_to_fp32, get_f16, get_u16, get_u32
+from .bits import F32, fp16_to_fp32, fp32_to_fp16, get_f16, get_u16, get_u32, nearest_int, put_u16, put_u32
 
 
 def _grid(cls):
@@ -164,3 +164,264 @@ def dequantize_iq1_m(raw, out):
                 entry = grid[np.int32(blk[4 * ib + l]) | (qh & 7) << 8]
                 for j in range(8):
                     y[32 * ib + 8 * l + j] = dl * (F32(entry[j]) + delta)
+
+
+# ---------------------------------------------------------------- quantizers (importance-weighted, as llama.cpp)
+# ggml-quants.c's iq2xs_init_impl: each grid point as 8 odd positions 2l + 1 (l = magnitude index 0..2); a map
+# from every 2-bit-per-weight point (l in 0..3) to its grid index, or for points off the grid to the list of
+# grid points at its `nwant` smallest squared distances (ties by grid index), which the search tries instead.
+
+KMAP_SIZE = 43692          # 1 + the largest 8-digit base-4 point with digits <= 2 (0x aaaa: 43690)
+
+
+def _iq2_tables(grid, magnitudes, nwant):
+    """(positions (entries, 8) int8, kmap (KMAP_SIZE,) int32, neighbours uint16): llama.cpp's tables."""
+    levels = np.searchsorted(np.array(magnitudes), grid).astype(np.int64)          # (entries, 8) of 0..2
+    positions = (2 * levels + 1).astype(np.int8)
+    index = (levels << (2 * np.arange(8))).sum(axis=1)
+    assert np.all(np.diff(index) > 0), "grid order differs from llama.cpp's"
+    kmap = np.full(KMAP_SIZE, -1, np.int64)
+    kmap[index] = np.arange(len(grid))
+    off_grid = np.nonzero(kmap < 0)[0]
+    points = (2 * ((off_grid[:, None] >> (2 * np.arange(8))) & 3) + 1).astype(np.float32)     # (points, 8)
+    grid_points = positions.astype(np.float32)
+    d2 = ((points ** 2).sum(1)[:, None] + (grid_points ** 2).sum(1)[None, :]
+          - 2 * points @ grid_points.T).astype(np.int32)        # small integers: exact in float32
+    order = np.argsort(d2, axis=1, kind="stable")                                   # by distance, then index
+    sorted_d2 = np.take_along_axis(d2, order, axis=1)
+    threshold = sorted_d2[:, 0]
+    for _ in range(nwant - 1):                       # the nwant-th smallest distinct distance of each point
+        threshold = np.where(sorted_d2 > threshold[:, None], sorted_d2, np.iinfo(np.int32).max).min(axis=1)
+    chosen = sorted_d2 <= threshold[:, None]
+    counts = chosen.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])       # each list: its count, then the indices
+    flat = np.empty(int((counts + 1).sum()), np.int64)
+    flat[starts] = counts
+    is_index = np.ones(flat.size, bool)
+    is_index[starts] = False
+    flat[is_index] = order[chosen]
+    kmap[off_grid] = -(starts + 1)
+    return positions, kmap.astype(np.int32), flat.astype(np.uint16)
+
+
+_TABLES = {}
+
+
+def iq2_xxs_tables():
+    if "iq2_xxs" not in _TABLES:
+        _TABLES["iq2_xxs"] = _iq2_tables(GRID_IQ2_XXS, (8, 25, 43), 2)
+    return _TABLES["iq2_xxs"]
+
+
+@njit(cache=True, inline="always")
+def _best_neighbour(neighbours, at, positions, xval, weight, scale, L):
+    """iq2_find_best_neighbour: the listed grid point nearest (weighted) to xval at `scale`; its levels into L."""
+    best_d2 = np.float32(np.inf)
+    best = -1
+    for j in range(1, np.int32(neighbours[at]) + 1):
+        g = np.int32(neighbours[at + j])
+        d2 = F32(0.0)
+        for i in range(8):
+            diff = scale * F32(positions[g, i]) - xval[i]
+            d2 += weight[i] * diff * diff
+        if d2 < best_d2:
+            best_d2, best = d2, g
+    for i in range(8):
+        L[i] = (positions[best, i] - 1) // 2
+    return best
+
+
+@njit(cache=True, inline="always")
+def _grid_point(levels, kmap, neighbours, positions, xval, weight, scale):
+    """The grid index of 8 levels, or of the best listed neighbour when they are off the grid (levels updated)."""
+    u = 0
+    for i in range(8):
+        u |= np.int32(levels[i]) << (2 * i)
+    g = kmap[u]
+    if g < 0:
+        g = _best_neighbour(neighbours, -g - 1, positions, xval, weight, scale, levels)
+    return g
+
+
+@njit(cache=True, inline="always")
+def make_qp_quants(n, nmax, x, L, w):
+    """ggml's make_qp_quants: a positive scale and levels 0..nmax for x >= 0 minimizing sum w (x - s l)^2.
+    L is uint8, as in ggml: a negative x (IQ2's sign-parity flip makes one) gives level -1 stored as 255,
+    and that 255 takes part in the search as ggml's does."""
+    vmax = F32(0.0)
+    for i in range(n):
+        vmax = max(vmax, x[i])
+    if vmax < F32(1e-15):
+        L[:n] = 0
+        return F32(0.0)
+    iscale = F32(nmax) / vmax
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = F32(1.0) / iscale
+    best_mse = F32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F32(L[i])
+        best_mse += w[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+        scale_is = F32(1.0) / iscale_is
+        mse = F32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * F32(l)
+            mse += w[i] * diff * diff
+        if mse < best_mse:
+            best_mse, iscale = mse, iscale_is
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l
+        sumlx += w[i] * x[i] * F32(l)
+        suml2 += w[i] * F32(l) * F32(l)
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            slx = sumlx - w[i] * x[i] * F32(L[i])
+            sl2 = suml2 - w[i] * F32(L[i]) * F32(L[i])
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx += w[i] * x[i] * F32(new_l)
+                    sl2 += w[i] * F32(new_l) * F32(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i], sumlx, suml2 = new_l, slx, sl2
+                        changed += 1
+        if not changed:
+            break
+    return sumlx / suml2 if suml2 > 0 else F32(0.0)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
+    """quantize_row_iq2_xxs_impl, one 256-block per iteration (quant_weights: the row's n_per_row weights)."""
+    per_row = quant_weights.size // 256
+    max_q = 3
+    for b in prange(x.size // 256):
+        xbl, blk = x[256 * b:256 * b + 256], out[66 * b:66 * b + 66]
+        qwb = quant_weights[256 * (b % per_row):256 * (b % per_row) + 256]
+        weight = np.empty(32, np.float32)
+        waux = np.empty(32, np.float32)
+        xval = np.empty(32, np.float32)
+        L = np.zeros(32, np.int32)
+        Laux = np.zeros(32, np.int32)
+        Lqp = np.zeros(32, np.uint8)
+        scales = np.zeros(8, np.float32)
+        block_signs = np.zeros(4, np.int32)
+        q2 = np.zeros(16, np.uint32)
+        max_scale = F32(0.0)
+        sumx2 = F32(0.0)
+        for i in range(256):
+            sumx2 += xbl[i] * xbl[i]
+        sigma2 = sumx2 / F32(256)
+        for ib in range(8):
+            xb = xbl[32 * ib:32 * ib + 32]
+            for i in range(32):
+                weight[i] = qwb[32 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+                waux[i] = np.sqrt(weight[i])
+            for k in range(4):
+                nflip = 0
+                s = 0
+                for i in range(8):
+                    if xb[8 * k + i] >= 0:
+                        xval[8 * k + i] = xb[8 * k + i]
+                    else:
+                        xval[8 * k + i] = -xb[8 * k + i]
+                        nflip += 1
+                        s |= 1 << i
+                if nflip % 2:
+                    imin = 0
+                    smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
+                    for i in range(1, 8):
+                        ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
+                        if ax < smallest:
+                            smallest, imin = ax, i
+                    xval[8 * k + imin] = -xval[8 * k + imin]
+                    s ^= 1 << imin
+                block_signs[k] = s & 127
+            vmax = xval[0]
+            for i in range(1, 32):
+                vmax = max(vmax, xval[i])
+            if vmax < F32(1e-15):
+                scales[ib] = 0
+                L[:] = 0
+                continue
+            scale = make_qp_quants(32, max_q + 1, xval, Lqp, weight)
+            eff_max = scale * F32(max_q)
+            if eff_max <= 0:
+                scales[ib] = 0
+                L[:] = 0
+                continue
+            best = F32(0.0)
+            for step in range(-6, 7):
+                inverse = (F32(2 * max_q - 1) + F32(step) * F32(0.1)) / eff_max
+                this_scale = F32(1.0) / inverse
+                for k in range(4):
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (inverse * xval[8 * k + i] - F32(1.0)))
+                        Laux[8 * k + i] = max(0, min(max_q - 1, l))
+                    _grid_point(Laux[8 * k:8 * k + 8], kmap, neighbours, positions, xval[8 * k:8 * k + 8],
+                                waux[8 * k:8 * k + 8], this_scale)
+                sumqx = F32(0.0)
+                sumq2 = F32(0.0)
+                for i in range(32):
+                    q = F32(2 * Laux[i] + 1)
+                    sumqx += weight[i] * xval[i] * q
+                    sumq2 += weight[i] * q * q
+                if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+            if scale > 0:
+                inverse = F32(1.0) / scale
+                for k in range(4):
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (inverse * xval[8 * k + i] - F32(1.0)))
+                        L[8 * k + i] = max(0, min(max_q - 1, l))
+                    g = _grid_point(L[8 * k:8 * k + 8], kmap, neighbours, positions, xval[8 * k:8 * k + 8],
+                                    waux[8 * k:8 * k + 8], scale)
+                    for i in range(8):
+                        L[8 * k + i] = (positions[g, i] - 1) // 2
+                sumqx = F32(0.0)
+                sumq2 = F32(0.0)
+                for i in range(32):
+                    q = F32(2 * L[i] + 1)
+                    sumqx += weight[i] * xval[i] * q
+                    sumq2 += weight[i] * q * q
+                if sumq2 > 0:
+                    scale = sumqx / sumq2
+            if scale < 0:
+                scale = -scale
+                for k in range(4):
+                    block_signs[k] = ~block_signs[k] & 127
+            for k in range(4):
+                u = 0
+                for i in range(8):
+                    u |= L[8 * k + i] << (2 * i)
+                q2[2 * ib] |= np.uint32(kmap[u]) << np.uint32(8 * k)
+                q2[2 * ib + 1] |= np.uint32(block_signs[k]) << np.uint32(7 * k)
+            scales[ib] = scale
+            max_scale = max(max_scale, scale)
+        if max_scale == 0:
+            blk[:] = 0
+            continue
+        d = max_scale / F32(31)
+        put_u16(blk, 0, fp32_to_fp16(d))
+        inverse = F32(1.0) / d
+        for ib in range(8):
+            l = max(0, min(15, nearest_int(F32(0.5) * (inverse * scales[ib] - F32(1.0)))))
+            q2[2 * ib + 1] |= np.uint32(l) << np.uint32(28)
+        for w in range(16):
+            put_u32(blk, 2 + 4 * w, q2[w])
+
+
+def quantize_iq2_xxs(x, out, quant_weights):
+    positions, kmap, neighbours = iq2_xxs_tables()
+    _quantize_iq2_xxs(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)

@@ -4,9 +4,10 @@ The sources are the real models dequantized to F16 by nibble (`nibble quantize I
 Run once where llama-cpp-python is installed (it is not a nibble dependency), or with LLAMA_QUANTIZE naming a
 llama-quantize binary (benchmarks/build_llama_cpp.sh builds one):
     python tests/data/make_quantize_cases.py [WORK_DIR] [MIX ...]
-Naming mixes records (or re-records) only those, keeping the others. With LLAMA_IMATRIX naming a
-directory that holds <model>.imatrix.gguf (llama-imatrix's output), the named mixes are recorded as
-llama-quantize --imatrix writes them, under "imatrix_mixes" (the types only: nibble cannot write them all yet).
+Naming mixes records (or re-records) only those, keeping the others. With LLAMA_IMATRIX=1 the named mixes
+are recorded as llama-quantize --imatrix writes them with tests/data/imatrix-<model>-llama.cpp.gguf
+(llama-imatrix's matrices, see tests/test_imatrix.py): under "imatrix_mixes" the types, and under
+"imatrix_tensors" the sha256 of each tensor of a type nibble has a weighted quantizer for (WEIGHTED).
 """
 import ctypes
 import hashlib
@@ -25,6 +26,7 @@ from runtime.quantize import MIXES, quantize_file
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 OUT = Path(__file__).parent / "quantize-mixes.json"
+WEIGHTED = ("IQ2_XXS",)
 
 
 def tensor_digest(gguf_file):
@@ -65,10 +67,10 @@ def main():
         if only:
             assert cases[model]["base_digest"] == case["base_digest"], model
             case = {**cases[model], **case, "mixes": cases[model]["mixes"]}
-        matrices = os.environ.get("LLAMA_IMATRIX")
-        imatrix = Path(matrices) / f"{model}.imatrix.gguf" if matrices else None
+        imatrix = OUT.parent / f"imatrix-{model}-llama.cpp.gguf" if os.environ.get("LLAMA_IMATRIX") else None
         if imatrix:
             case["imatrix_mixes"] = cases[model].get("imatrix_mixes", {})
+            case["imatrix_tensors"] = cases[model].get("imatrix_tensors", {})
         for mix in only or MIXES:
             out = work / f"{model}-llama.cpp-{mix}.gguf"
             llama_quantize(base, out, mix, imatrix)
@@ -76,6 +78,8 @@ def main():
                 types = " ".join(f.tensors[n].type.name for n in names)
                 if imatrix:
                     case["imatrix_mixes"][mix] = {"types": types}
+                    case["imatrix_tensors"][mix] = {n: hashlib.sha256(f.tensors[n].raw).hexdigest() for n in names
+                                                    if f.tensors[n].type.name in WEIGHTED}
                 else:
                     case["mixes"][mix] = {"types": types, "digest": tensor_digest(f)}
             print(model, mix, file=sys.stderr)

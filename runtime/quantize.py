@@ -16,7 +16,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFValueType as V, LlamaFileType as FT
 
 from gguf_io import GGUFWriter, block_format, dequantize, open_gguf, quantize
-from gguf_io.formats import can_write
+from gguf_io.formats import can_write, can_write_weighted
 
 GGML_QNT_VERSION = 2
 ROWS_PER_PART_ELEMENTS = 1 << 22      # quantize ~4M weights at a time: bounded memory, whole rows
@@ -230,17 +230,39 @@ def plan_types(gguf_file, mix, *, pure=False, output_tensor_type=None, token_emb
     return plan
 
 
-def check_writable(plan, mix, imatrix=False):
-    """ValueError (one line) if the plan needs a type nibble cannot write yet, or an importance matrix it lacks."""
-    missing = sorted({qtype.name for qtype in plan.types.values() if not can_write(qtype)})
-    if missing:
-        raise ValueError(f"the {mix.name} mix needs {', '.join(missing)}, which nibble reads but cannot write yet; "
-                         f"quantize with llama-quantize, or pick another type (nibble quantize --help)")
+def check_writable(plan, mix, imatrix=None):
+    """ValueError (one line) if the plan needs a type nibble cannot write yet (with the importance matrix
+    `imatrix`, an ImportanceMatrix, where it has an entry), or a matrix it lacks."""
+    entries = imatrix.entries if imatrix is not None else {}
     needs = [name for name, qtype in plan.types.items() if category(name) not in ("output", "token_embd")
-             and (qtype in NEEDS_IMATRIX or (qtype == T.Q2_K and mix.name in Q2_K_NEEDS_IMATRIX))]
-    if needs and not imatrix:
+             and (qtype in NEEDS_IMATRIX or (qtype == T.Q2_K and mix.name in Q2_K_NEEDS_IMATRIX))
+             and name not in entries]
+    if needs and not entries:
         raise ValueError(f"the {mix.name} mix needs an importance matrix (without one llama.cpp's very-low-bit "
-                         f"types give garbage); make one with llama-imatrix -m MODEL -f TEXT -o FILE")
+                         f"types give garbage); make one with nibble imatrix -m MODEL -f TEXT -o FILE and pass "
+                         f"--imatrix FILE")
+    missing = sorted({qtype.name for name, qtype in plan.types.items() if qtype not in FLOAT_TYPES
+                      and not (can_write_weighted(qtype) if name in entries else can_write(qtype))})
+    if missing:
+        how = "with an importance matrix" if entries else "without an importance matrix"
+        raise ValueError(f"the {mix.name} mix needs {', '.join(missing)} {how}, which nibble cannot write yet; "
+                         f"quantize with llama-quantize, or pick another type (nibble quantize --help)")
+    if needs:
+        raise ValueError(f"the importance matrix has no entry for {needs[0]} ({plan.types[needs[0]].name} needs one); "
+                         f"was it made from this model?")
+
+
+def filter_imatrix(imatrix, include=(), exclude=()):
+    """llama-quantize's --include-weights / --exclude-weights: keep the entries whose names contain one of
+    `include`, or drop those that contain one of `exclude` (substrings)."""
+    if include and exclude:
+        raise ValueError("--include-weights and --exclude-weights cannot be used together")
+    entries = imatrix.entries
+    if exclude:
+        entries = {n: e for n, e in entries.items() if not any(p in n for p in exclude)}
+    if include:
+        entries = {n: e for n, e in entries.items() if any(p in n for p in include)}
+    return type(imatrix)(entries, imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size, imatrix.legacy)
 
 
 def requantized_tensors(gguf_file, plan):
@@ -313,18 +335,21 @@ class QuantizeReport:
 
 
 def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=None, token_embedding_type=None,
-                  progress=None) -> QuantizeReport:
+                  imatrix=None, imatrix_path=None, progress=None) -> QuantizeReport:
     """Write `destination` as `source` quantized to `mix`; the file appears only when complete.
 
-    `progress(n_bytes)` is called as the source is consumed (for a progress bar)."""
+    `imatrix` (an ImportanceMatrix) weights each tensor's rounding by its entry, as llama-quantize --imatrix
+    (`imatrix_path` is recorded in the file as llama-quantize records it). `progress(n_bytes)` is called as
+    the source is consumed (for a progress bar)."""
     mix = mix if isinstance(mix, Mix) else mix_by_name(mix)
     if os.path.abspath(source) == os.path.abspath(destination):
         raise ValueError(f"{destination}: the output would overwrite the input; choose another name")
     start = time.perf_counter()
     with open_gguf(source) as src:
+        entries = imatrix.entries if imatrix is not None else {}
         plan = plan_types(src, mix, pure=pure, output_tensor_type=output_tensor_type,
-                          token_embedding_type=token_embedding_type)
-        check_writable(plan, mix)
+                          token_embedding_type=token_embedding_type, imatrix=bool(entries))
+        check_writable(plan, mix, imatrix)
         requantized = requantized_tensors(src, plan)
         with GGUFWriter(destination) as out:
             split_keys = ("split.no", "split.count", "split.tensors.count")
@@ -332,11 +357,18 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
                                  skip=("general.quantization_version", "general.file_type") + split_keys)
             out.add_metadata("general.quantization_version", GGML_QNT_VERSION, V.UINT32)
             out.add_metadata("general.file_type", int(mix.file_type), V.UINT32)
+            if entries:
+                out.add_metadata("quantize.imatrix.file", str(imatrix_path or "")[:127], V.STRING)
+                if imatrix.datasets:
+                    out.add_metadata("quantize.imatrix.dataset", imatrix.datasets[0][:127], V.STRING)
+                out.add_metadata("quantize.imatrix.entries_count", len(entries), V.UINT32)
+                out.add_metadata("quantize.imatrix.chunks_count", int(imatrix.chunk_count), V.UINT32)
             for name, tensor in src.tensors.items():
                 out.add_tensor(name, tensor.shape, plan.types[name])
             output_bytes = 0
             for name, tensor in src.tensors.items():
-                out.write_tensor_parts(name, _converted_parts(tensor, plan.types[name]))
+                weights = imatrix.weights(name) if name in entries else None
+                out.write_tensor_parts(name, _converted_parts(tensor, plan.types[name], weights))
                 output_bytes += block_format(plan.types[name]).row_bytes(tensor.shape[-1]) * (tensor.n_elements // tensor.shape[-1])
                 if progress:
                     progress(tensor.nbytes)
@@ -345,7 +377,7 @@ def quantize_file(source, destination, mix, *, pure=False, output_tensor_type=No
     return QuantizeReport(time.perf_counter() - start, source_bytes, output_bytes, n_elements, requantized, plan)
 
 
-def _converted_parts(tensor, new_type):
+def _converted_parts(tensor, new_type, weights=None):
     """The tensor's bytes in `new_type`, a slice of rows at a time (views of the file when the type is
     unchanged); the file pages of each slice are let go once it is converted."""
     n_cols = tensor.shape[-1]
@@ -358,7 +390,8 @@ def _converted_parts(tensor, new_type):
         if tensor.type == new_type:
             yield chunk
         else:
-            yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type)
+            yield quantize(dequantize(chunk, tensor.type, (chunk.shape[0], n_cols)), new_type,
+                           weights if new_type not in FLOAT_TYPES else None)
         tensor.drop_resident_pages(first * source_row_bytes, chunk.nbytes)
 
 

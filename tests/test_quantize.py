@@ -112,3 +112,40 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "unknown quantization type 'Q9_K'" in capsys.readouterr().err
     assert nibble(["quantize", str(out), str(out), "Q4_0"]) == 1
     assert "overwrite the input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", "IQ4_XS"), ("smollm2-135m-instruct", "IQ4_NL")])
+def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
+    """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
+    weighted quantizers of; Gemma 3's IQ4 mixes also need a weighted Q5_1 for attn_v, not there yet)."""
+    from runtime.imatrix import read_imatrix
+    matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
+    out = tmp_path / f"{mix}.gguf"
+    quantize_file(f16_bases[model], out, mix, imatrix=read_imatrix(matrix_path), imatrix_path=matrix_path)
+    with open_gguf(out) as f:
+        assert tensor_digest(f) == CASES[model]["imatrix_mixes"][mix]["digest"]
+        assert f.metadata["quantize.imatrix.entries_count"] == len(read_imatrix(matrix_path).entries)
+        assert f.metadata["quantize.imatrix.chunks_count"] == 16
+
+
+def test_cli_imatrix_options_and_refusals(f16_bases, tmp_path, capsys):
+    base, out = str(f16_bases["smollm2-135m-instruct"]), str(tmp_path / "q.gguf")
+    matrix = str(DATA / "imatrix-smollm2-135m-instruct-llama.cpp.gguf")
+    assert nibble(["quantize", base, out, "IQ2_XXS"]) == 1
+    assert "needs an importance matrix" in capsys.readouterr().err
+    assert nibble(["quantize", "--imatrix", matrix, base, out, "IQ2_XXS"]) == 1
+    assert "needs Q2_K, Q4_0 with an importance matrix, which nibble cannot write yet" in capsys.readouterr().err
+    assert nibble(["quantize", "--imatrix", matrix, "--include-weights", "ffn", "--exclude-weights", "attn",
+                   base, out, "IQ4_XS"]) == 1
+    assert "cannot be used together" in capsys.readouterr().err
+    assert nibble(["quantize", "--imatrix", str(tmp_path / "none.gguf"), base, out, "IQ4_XS"]) == 1
+    assert "no such importance matrix" in capsys.readouterr().err
+    # only ffn_down weighted: those tensors change, the others keep their unweighted bytes
+    assert nibble(["quantize", "--imatrix", matrix, "--include-weights", "ffn_down", base, out, "IQ4_XS"]) == 0
+    plain = tmp_path / "plain.gguf"
+    quantize_file(base, plain, "IQ4_XS")
+    with open_gguf(out) as a, open_gguf(plain) as b:
+        assert a.metadata["quantize.imatrix.entries_count"] == 30
+        for name, t in a.tensors.items():
+            assert (t.raw.tobytes() == b.tensors[name].raw.tobytes()) == ("ffn_down" not in name), name
+    assert not (tmp_path / "none.gguf").exists()

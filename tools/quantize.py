@@ -4,8 +4,11 @@ TYPE is one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_
 Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE. The K mixes give
 more bits to the tensors that suffer most (attn_v, ffn_down, the output matrix) with llama.cpp's
 rules; 1-D tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
-The i-quant mixes below 4 bits (IQ1_S ... IQ3_M, Q2_K_S) are planned (--dry-run) but not written
-yet: nibble runs the files llama-quantize makes of them.
+With --imatrix FILE (from nibble imatrix or llama-imatrix) each tensor's rounding is weighted by the
+importance of its columns, as llama-quantize --imatrix does; nibble has the weighted quantizers of
+IQ4_NL, IQ4_XS and IQ2_XXS so far, and a mix that needs another says so. The i-quant mixes below 4
+bits (IQ1_S ... IQ3_M, Q2_K_S) are planned (--dry-run) but not all written yet: nibble runs the
+files llama-quantize makes of them.
 An already-quantized input is dequantized first (with a warning: quality is lost twice).
 The output file appears only when complete.
 
@@ -17,8 +20,9 @@ from tqdm import tqdm
 from cpu_kernels import set_threads
 from gguf_io import open_gguf
 from runtime import resolve_model
-from runtime.quantize import (FLOAT_TYPES, MIXES, check_writable, mix_by_name, plan_types, print_report,
-                              quantize_file, requantized_tensors, tensor_type_by_name)
+from runtime.imatrix import read_imatrix
+from runtime.quantize import (FLOAT_TYPES, MIXES, check_writable, filter_imatrix, mix_by_name, plan_types,
+                              print_report, quantize_file, requantized_tensors, tensor_type_by_name)
 
 HELP = "quantize a GGUF file (Q4_K_M, Q8_0, ...) like llama-quantize"
 
@@ -31,6 +35,11 @@ def setup_arg_parser(parser):
                         help="every quantizable tensor gets TYPE's block type: no mix rules")
     parser.add_argument("--output-tensor-type", metavar="T", help="block type for output.weight (e.g. Q8_0)")
     parser.add_argument("--token-embedding-type", metavar="T", help="block type for token_embd.weight")
+    parser.add_argument("--imatrix", metavar="FILE", help="importance matrix (nibble imatrix / llama-imatrix, GGUF or .dat)")
+    parser.add_argument("--include-weights", metavar="P", action="append", default=[],
+                        help="use the matrix only for tensors whose name contains P (repeatable)")
+    parser.add_argument("--exclude-weights", metavar="P", action="append", default=[],
+                        help="do not use the matrix for tensors whose name contains P (repeatable)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--dry-run", action="store_true", help="print each tensor's type and size; write nothing")
 
@@ -41,12 +50,17 @@ def main(args):
     output_type = tensor_type_by_name(args.output_tensor_type) if args.output_tensor_type else None
     embedding_type = tensor_type_by_name(args.token_embedding_type) if args.token_embedding_type else None
     set_threads(args.threads)
+    imatrix = None
+    if args.imatrix:
+        imatrix = filter_imatrix(read_imatrix(args.imatrix), args.include_weights, args.exclude_weights)
+    elif args.include_weights or args.exclude_weights:
+        raise ValueError("--include-weights and --exclude-weights need --imatrix FILE")
     with open_gguf(source) as src:
         plan = plan_types(src, mix, pure=args.pure, output_tensor_type=output_type,
-                          token_embedding_type=embedding_type)
+                          token_embedding_type=embedding_type, imatrix=bool(imatrix and imatrix.entries))
         total = sum(t.nbytes for t in src.tensors.values())
         if not args.dry_run:
-            check_writable(plan, mix)
+            check_writable(plan, mix, imatrix)
         if args.dry_run:
             for name, qtype in plan.types.items():
                 t = src.tensors[name]
@@ -67,6 +81,7 @@ def main(args):
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"quantizing to {mix.name}", leave=False,
               disable=None) as bar:
         report = quantize_file(source, args.output, mix, pure=args.pure, output_tensor_type=output_type,
-                               token_embedding_type=embedding_type, progress=bar.update)
+                               token_embedding_type=embedding_type, imatrix=imatrix, imatrix_path=args.imatrix,
+                               progress=bar.update)
     print_report(report, mix, args.output)
     return 0

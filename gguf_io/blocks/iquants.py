@@ -1,7 +1,7 @@
 """The non-linear 4-bit formats IQ4_NL (32-element blocks) and IQ4_XS (256-element super-blocks).
 
-Quantizers port ggml-quants.c's `quantize_row_iq4_nl_impl` as llama-quantize calls it
-without an importance matrix (weights x^2, ntry 7). Layouts, in struct order:
+Quantizers port ggml-quants.c's `quantize_row_iq4_nl_impl` as llama-quantize calls it, without an
+importance matrix (weights x^2) and with one (weights qw * sqrt(sigma2 + x^2)); ntry 7. Layouts, in struct order:
   IQ4_NL d:f16 qs[16]                                  (18 bytes)
   IQ4_XS d:f16 scales_h:u16 scales_l[4] qs[128]        (136)
 """
@@ -33,8 +33,8 @@ def best_index_iq4(x):
 
 
 @njit(cache=True)
-def _fit_block_scale(xb, L):
-    """Best scale for one 32-element block against the codebook, weights x^2; levels into L."""
+def _fit_block_scale(xb, L, w):
+    """Best scale for one 32-element block against the codebook, weights w; levels into L."""
     values = KVALUES_IQ4NL
     amax = F32(0.0)
     vmax = F32(0.0)
@@ -53,10 +53,9 @@ def _fit_block_scale(xb, L):
         l = best_index_iq4(inv * xb[j])
         L[j] = l
         q = F32(values[l])
-        w = xb[j] * xb[j]
-        sumqx += w * q * xb[j]
-        sumq2 += w * q * q
-    d = sumqx / sumq2
+        sumqx += w[j] * q * xb[j]
+        sumq2 += w[j] * q * q
+    d = sumqx / sumq2 if sumq2 > 0 else F32(0.0)
     best = d * sumqx
     for itry in range(-NTRY, NTRY + 1):
         inv = F32(itry + np.int32(values[0])) / vmax
@@ -64,9 +63,8 @@ def _fit_block_scale(xb, L):
         sumq2 = F32(0.0)
         for j in range(32):
             q = F32(values[best_index_iq4(inv * xb[j])])
-            w = xb[j] * xb[j]
-            sumqx += w * q * xb[j]
-            sumq2 += w * q * q
+            sumqx += w[j] * q * xb[j]
+            sumq2 += w[j] * q * q
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             d = sumqx / sumq2
             best = d * sumqx
@@ -80,15 +78,34 @@ def _pack_nibbles(L, out, o, n):
             out[o + 16 * i + j] = np.uint8(L[32 * i + j] | (L[32 * i + 16 + j] << 4))
 
 
+@njit(cache=True, inline="always")
+def _weights(xs, qw, weighted, w):
+    """x^2 without an importance matrix; with one (qw: this super-block's columns) qw * sqrt(sigma2 + x^2),
+    sigma2 = 2 * mean x^2 over the super-block, as quantize_row_iq4_nl_impl."""
+    if not weighted:
+        for j in range(xs.size):
+            w[j] = xs[j] * xs[j]
+        return
+    sigma2 = F32(0.0)
+    for j in range(xs.size):
+        sigma2 += xs[j] * xs[j]
+    sigma2 *= F32(2.0) / F32(xs.size)
+    for j in range(xs.size):
+        w[j] = qw[j] * np.sqrt(sigma2 + xs[j] * xs[j])
+
+
 @njit(cache=True, parallel=True)
-def quantize_iq4_nl(x, out):
+def _quantize_iq4_nl(x, out, qw, weighted):
     nb = x.size // 32
+    per_row = qw.size // 32
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(32, np.int32)
+        w = np.empty(32, np.float32)
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             xb = x[b * 32:(b + 1) * 32]
             o = b * 18
-            scale = _fit_block_scale(xb, L)
+            _weights(xb, qw[32 * (b % per_row):32 * (b % per_row) + 32], weighted, w)
+            scale = _fit_block_scale(xb, L, w)
             put_u16(out, o, fp32_to_fp16(scale))
             inv = F32(1.0) / scale if scale != 0 else F32(0.0)
             for j in range(32):
@@ -97,18 +114,21 @@ def quantize_iq4_nl(x, out):
 
 
 @njit(cache=True, parallel=True)
-def quantize_iq4_xs(x, out):
+def _quantize_iq4_xs(x, out, qw, weighted):
     nb = x.size // 256
+    per_row = qw.size // 256
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(256, np.int32)
+        w = np.empty(256, np.float32)
         scales = np.empty(8, np.float32)
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             xb = x[b * 256:(b + 1) * 256]
             o = b * 136
+            _weights(xb, qw[256 * (b % per_row):256 * (b % per_row) + 256], weighted, w)
             max_scale = F32(0.0)
             amax_scale = F32(0.0)
             for ib in range(8):
-                scales[ib] = _fit_block_scale(xb[32 * ib:32 * ib + 32], L[32 * ib:32 * ib + 32])
+                scales[ib] = _fit_block_scale(xb[32 * ib:32 * ib + 32], L[32 * ib:32 * ib + 32], w[32 * ib:32 * ib + 32])
                 if abs(scales[ib]) > amax_scale:
                     amax_scale = abs(scales[ib])
                     max_scale = scales[ib]
@@ -129,6 +149,25 @@ def quantize_iq4_xs(x, out):
                 scales_h |= (l >> 4) << (2 * ib)
             put_u16(out, o + 2, scales_h)
             _pack_nibbles(L, out, o + 8, 256)
+
+
+_NO_WEIGHTS = np.ones(256, np.float32)
+
+
+def quantize_iq4_nl(x, out):
+    _quantize_iq4_nl(x, out, _NO_WEIGHTS, False)
+
+
+def quantize_iq4_nl_weighted(x, out, weights):
+    _quantize_iq4_nl(x, out, weights, True)
+
+
+def quantize_iq4_xs(x, out):
+    _quantize_iq4_xs(x, out, _NO_WEIGHTS, False)
+
+
+def quantize_iq4_xs_weighted(x, out, weights):
+    _quantize_iq4_xs(x, out, weights, True)
 
 
 @njit(cache=True, parallel=True)

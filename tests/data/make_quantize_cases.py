@@ -6,7 +6,7 @@ llama-quantize binary (benchmarks/build_llama_cpp.sh builds one):
     python tests/data/make_quantize_cases.py [WORK_DIR] [MIX ...]
 Naming mixes records (or re-records) only those, keeping the others. With LLAMA_IMATRIX=1 the named mixes
 are recorded as llama-quantize --imatrix writes them with tests/data/imatrix-<model>-llama.cpp.gguf
-(llama-imatrix's matrices, see tests/test_imatrix.py): under "imatrix_mixes" the types, and under
+(llama-imatrix's matrices, see tests/test_imatrix.py): under "imatrix_mixes" the types and digest, and under
 "imatrix_tensors" the sha256 of each tensor of a type nibble has a weighted quantizer for (WEIGHTED).
 """
 import ctypes
@@ -77,7 +77,7 @@ def main():
             with open_gguf(out) as f:
                 types = " ".join(f.tensors[n].type.name for n in names)
                 if imatrix:
-                    case["imatrix_mixes"][mix] = {"types": types}
+                    case["imatrix_mixes"][mix] = {"types": types, "digest": tensor_digest(f)}
                     case["imatrix_tensors"][mix] = {n: hashlib.sha256(f.tensors[n].raw).hexdigest() for n in names
                                                     if f.tensors[n].type.name in WEIGHTED}
                 else:

@@ -98,20 +98,22 @@ def test_types_without_a_quantizer_say_so(qtype):
             quantize(np.ones(block_size, np.float32), qtype, weights=np.ones(block_size))
 
 
-def test_weighted_iq2_xxs_is_byte_identical_to_llama_quantize(f16_bases):
-    """IQ2_XXS rows of both real models, quantized with llama-imatrix's matrix: llama-quantize's bytes (the
-    digests of its IQ2_XXS tensors, recorded with tests/data/make_quantize_cases.py)."""
+@pytest.mark.parametrize("mix, qtype, count", [("IQ2_XXS", T.IQ2_XXS, 27 + 34), ("IQ2_XS", T.IQ2_XS, 27 + 34),
+                                               ("IQ2_S", T.IQ2_XS, 27 + 16)])
+def test_weighted_grid_quantizers_are_byte_identical_to_llama_quantize(mix, qtype, count, f16_bases):
+    """The grid-type rows of both real models, quantized with llama-imatrix's matrix: llama-quantize's bytes (the
+    digests of its tensors in that mix, recorded with tests/data/make_quantize_cases.py)."""
     from runtime.imatrix import read_imatrix
     cases = json.loads((Path(__file__).parent / "data" / "quantize-mixes.json").read_text())
     checked = 0
     for model, base in f16_bases.items():
         matrix = read_imatrix(Path(__file__).parent / "data" / f"imatrix-{model}-llama.cpp.gguf")
         with open_gguf(base) as src:
-            for name, digest in cases[model]["imatrix_tensors"]["IQ2_XXS"].items():
-                q = quantize(src.tensors[name].dequantize(), T.IQ2_XXS, weights=matrix.weights(name))
+            for name, digest in cases[model]["imatrix_tensors"][mix].items():
+                q = quantize(src.tensors[name].dequantize(), qtype, weights=matrix.weights(name))
                 assert hashlib.sha256(q.tobytes()).hexdigest() == digest, name
                 checked += 1
-    assert checked == 27 + 34
+    assert checked == count
 
 
 @pytest.mark.parametrize("qtype", WRITABLE, ids=lambda t: t.name)

@@ -425,3 +425,141 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
 def quantize_iq2_xxs(x, out, quant_weights):
     positions, kmap, neighbours = iq2_xxs_tables()
     _quantize_iq2_xxs(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)
+
+
+def iq2_xs_tables():
+    if "iq2_xs" not in _TABLES:
+        _TABLES["iq2_xs"] = _iq2_tables(GRID_IQ2_XS, (8, 25, 43), 2)
+    return _TABLES["iq2_xs"]
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
+    """quantize_row_iq2_xs_impl: 16-element groups (two grid points each), 9-bit grid index + 7 sign bits."""
+    per_row = quant_weights.size // 256
+    max_q = 3
+    for b in prange(x.size // 256):
+        xbl, blk = x[256 * b:256 * b + 256], out[74 * b:74 * b + 74]
+        qwb = quant_weights[256 * (b % per_row):256 * (b % per_row) + 256]
+        weight = np.empty(16, np.float32)
+        waux = np.empty(16, np.float32)
+        xval = np.empty(16, np.float32)
+        L = np.zeros(16, np.int32)
+        Laux = np.zeros(16, np.int32)
+        on_grid = np.ones(2, np.bool_)
+        on_grid_aux = np.ones(2, np.bool_)
+        block_signs = np.zeros(2, np.int32)
+        scales = np.zeros(16, np.float32)
+        q2 = np.zeros(32, np.int32)
+        max_scale = F32(0.0)
+        sumx2 = F32(0.0)
+        for i in range(256):
+            sumx2 += xbl[i] * xbl[i]
+        sigma2 = sumx2 / F32(256)
+        for ib in range(16):
+            xb = xbl[16 * ib:16 * ib + 16]
+            for i in range(16):
+                weight[i] = qwb[16 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+                waux[i] = np.sqrt(weight[i])
+            for k in range(2):
+                nflip = 0
+                s = 0
+                for i in range(8):
+                    if xb[8 * k + i] >= 0:
+                        xval[8 * k + i] = xb[8 * k + i]
+                    else:
+                        xval[8 * k + i] = -xb[8 * k + i]
+                        nflip += 1
+                        s |= 1 << i
+                if nflip % 2:
+                    imin = 0
+                    smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
+                    for i in range(1, 8):
+                        ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
+                        if ax < smallest:
+                            smallest, imin = ax, i
+                    xval[8 * k + imin] = -xval[8 * k + imin]
+                    s ^= 1 << imin
+                block_signs[k] = s & 127
+            vmax = xval[0]
+            for i in range(1, 16):
+                vmax = max(vmax, xval[i])
+            L[:] = 0
+            if vmax < F32(1e-15):
+                scales[ib] = 0
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * max_q - 1)
+            on_grid[:] = True
+            for step in range(-9, 10):
+                inverse = (F32(2 * max_q - 1) + F32(step) * F32(0.1)) / vmax
+                this_scale = F32(1.0) / inverse
+                for k in range(2):
+                    u = 0
+                    for i in range(8):
+                        l = nearest_int(F32(0.5) * (inverse * xval[8 * k + i] - F32(1.0)))
+                        Laux[8 * k + i] = max(0, min(max_q - 1, l))
+                        u |= Laux[8 * k + i] << (2 * i)
+                    on_grid_aux[k] = kmap[u] >= 0
+                    if not on_grid_aux[k]:
+                        _best_neighbour(neighbours, -kmap[u] - 1, positions, xval[8 * k:8 * k + 8],
+                                        waux[8 * k:8 * k + 8], this_scale, Laux[8 * k:8 * k + 8])
+                sumqx = F32(0.0)
+                sumq2 = F32(0.0)
+                for i in range(16):
+                    q = F32(2 * Laux[i] + 1)
+                    sumqx += weight[i] * xval[i] * q
+                    sumq2 += weight[i] * q * q
+                if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    on_grid[:] = on_grid_aux
+            if (not on_grid[0] or not on_grid[1]) and scale > 0:
+                inverse = F32(1.0) / scale
+                for k in range(2):
+                    if on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(8):
+                        l = max(0, min(max_q - 1, nearest_int(F32(0.5) * (inverse * xval[8 * k + i] - F32(1.0)))))
+                        u |= l << (2 * i)
+                        L[8 * k + i] = l
+                    if kmap[u] < 0:
+                        _best_neighbour(neighbours, -kmap[u] - 1, positions, xval[8 * k:8 * k + 8],
+                                        waux[8 * k:8 * k + 8], scale, L[8 * k:8 * k + 8])
+                sumqx = F32(0.0)
+                sumq2 = F32(0.0)
+                for i in range(16):
+                    q = F32(2 * L[i] + 1)
+                    sumqx += weight[i] * xval[i] * q
+                    sumq2 += weight[i] * q * q
+                if sumq2 > 0:
+                    scale = sumqx / sumq2
+            if scale < 0:
+                scale = -scale
+                for k in range(2):
+                    block_signs[k] = ~block_signs[k] & 127
+            for k in range(2):
+                u = 0
+                for i in range(8):
+                    u |= L[8 * k + i] << (2 * i)
+                q2[2 * ib + k] = kmap[u] | (block_signs[k] << 9)
+            scales[ib] = scale
+            max_scale = max(max_scale, scale)
+        blk[:] = 0
+        if max_scale == 0:
+            continue
+        d = max_scale / F32(31)
+        put_u16(blk, 0, fp32_to_fp16(d))
+        inverse = F32(1.0) / d
+        for ib in range(16):
+            l = max(0, min(15, nearest_int(F32(0.5) * (inverse * scales[ib] - F32(1.0)))))
+            blk[66 + ib // 2] |= np.uint8(l << (4 * (ib % 2)))
+        for w in range(32):
+            put_u16(blk, 2 + 2 * w, q2[w])
+
+
+def quantize_iq2_xs(x, out, quant_weights):
+    positions, kmap, neighbours = iq2_xs_tables()
+    _quantize_iq2_xs(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)

@@ -26,7 +26,7 @@ from runtime.quantize import MIXES, quantize_file
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 OUT = Path(__file__).parent / "quantize-mixes.json"
-WEIGHTED = ("IQ2_XXS",)
+WEIGHTED = ("IQ2_XXS", "IQ2_XS")
 
 
 def tensor_digest(gguf_file):

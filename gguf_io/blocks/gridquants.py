@@ -299,6 +299,48 @@ def make_qp_quants(n, nmax, x, L, w):
     return sumlx / suml2 if suml2 > 0 else F32(0.0)
 
 
+@njit(cache=True, inline="always")
+def _fit(weight, xval, levels):
+    """sum w x q and sum w q^2 for the odd grid values q = 2l + 1: the least-squares scale is their ratio."""
+    sumqx = F32(0.0)
+    sumq2 = F32(0.0)
+    for i in range(xval.size):
+        q = F32(2 * levels[i] + 1)
+        sumqx += weight[i] * xval[i] * q
+        sumq2 += weight[i] * q * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, inline="always")
+def _weights_and_signs(xb, qw, sigma2, weight, waux, xval, block_signs):
+    """The IQ2 searches' start on one group of 8 * len(block_signs) weights: weights qw * sqrt(sigma2 + x^2)
+    (and their square roots for the neighbour search), |x|, and per 8 the signs, kept even in number by
+    flipping the one that costs least (the grids' sign codes hold 7 bits; the 8th is the parity)."""
+    for i in range(xb.size):
+        weight[i] = qw[i] * np.sqrt(sigma2 + xb[i] * xb[i])
+        waux[i] = np.sqrt(weight[i])
+    for k in range(block_signs.size):
+        nflip = 0
+        s = 0
+        for i in range(8):
+            if xb[8 * k + i] >= 0:
+                xval[8 * k + i] = xb[8 * k + i]
+            else:
+                xval[8 * k + i] = -xb[8 * k + i]
+                nflip += 1
+                s |= 1 << i
+        if nflip % 2:
+            imin = 0
+            smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
+            for i in range(1, 8):
+                ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
+                if ax < smallest:
+                    smallest, imin = ax, i
+            xval[8 * k + imin] = -xval[8 * k + imin]
+            s ^= 1 << imin
+        block_signs[k] = s & 127
+
+
 @njit(cache=True, parallel=True)
 def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
     """quantize_row_iq2_xxs_impl, one 256-block per iteration (quant_weights: the row's n_per_row weights)."""
@@ -323,29 +365,7 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
         sigma2 = sumx2 / F32(256)
         for ib in range(8):
             xb = xbl[32 * ib:32 * ib + 32]
-            for i in range(32):
-                weight[i] = qwb[32 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
-                waux[i] = np.sqrt(weight[i])
-            for k in range(4):
-                nflip = 0
-                s = 0
-                for i in range(8):
-                    if xb[8 * k + i] >= 0:
-                        xval[8 * k + i] = xb[8 * k + i]
-                    else:
-                        xval[8 * k + i] = -xb[8 * k + i]
-                        nflip += 1
-                        s |= 1 << i
-                if nflip % 2:
-                    imin = 0
-                    smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
-                    for i in range(1, 8):
-                        ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
-                        if ax < smallest:
-                            smallest, imin = ax, i
-                    xval[8 * k + imin] = -xval[8 * k + imin]
-                    s ^= 1 << imin
-                block_signs[k] = s & 127
+            _weights_and_signs(xb, qwb[32 * ib:32 * ib + 32], sigma2, weight, waux, xval, block_signs)
             vmax = xval[0]
             for i in range(1, 32):
                 vmax = max(vmax, xval[i])
@@ -369,12 +389,7 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
                         Laux[8 * k + i] = max(0, min(max_q - 1, l))
                     _grid_point(Laux[8 * k:8 * k + 8], kmap, neighbours, positions, xval[8 * k:8 * k + 8],
                                 waux[8 * k:8 * k + 8], this_scale)
-                sumqx = F32(0.0)
-                sumq2 = F32(0.0)
-                for i in range(32):
-                    q = F32(2 * Laux[i] + 1)
-                    sumqx += weight[i] * xval[i] * q
-                    sumq2 += weight[i] * q * q
+                sumqx, sumq2 = _fit(weight, xval, Laux)
                 if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -389,12 +404,7 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
                                     waux[8 * k:8 * k + 8], scale)
                     for i in range(8):
                         L[8 * k + i] = (positions[g, i] - 1) // 2
-                sumqx = F32(0.0)
-                sumq2 = F32(0.0)
-                for i in range(32):
-                    q = F32(2 * L[i] + 1)
-                    sumqx += weight[i] * xval[i] * q
-                    sumq2 += weight[i] * q * q
+                sumqx, sumq2 = _fit(weight, xval, L)
                 if sumq2 > 0:
                     scale = sumqx / sumq2
             if scale < 0:
@@ -458,29 +468,7 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
         sigma2 = sumx2 / F32(256)
         for ib in range(16):
             xb = xbl[16 * ib:16 * ib + 16]
-            for i in range(16):
-                weight[i] = qwb[16 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
-                waux[i] = np.sqrt(weight[i])
-            for k in range(2):
-                nflip = 0
-                s = 0
-                for i in range(8):
-                    if xb[8 * k + i] >= 0:
-                        xval[8 * k + i] = xb[8 * k + i]
-                    else:
-                        xval[8 * k + i] = -xb[8 * k + i]
-                        nflip += 1
-                        s |= 1 << i
-                if nflip % 2:
-                    imin = 0
-                    smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
-                    for i in range(1, 8):
-                        ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
-                        if ax < smallest:
-                            smallest, imin = ax, i
-                    xval[8 * k + imin] = -xval[8 * k + imin]
-                    s ^= 1 << imin
-                block_signs[k] = s & 127
+            _weights_and_signs(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight, waux, xval, block_signs)
             vmax = xval[0]
             for i in range(1, 16):
                 vmax = max(vmax, xval[i])
@@ -504,12 +492,7 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
                     if not on_grid_aux[k]:
                         _best_neighbour(neighbours, -kmap[u] - 1, positions, xval[8 * k:8 * k + 8],
                                         waux[8 * k:8 * k + 8], this_scale, Laux[8 * k:8 * k + 8])
-                sumqx = F32(0.0)
-                sumq2 = F32(0.0)
-                for i in range(16):
-                    q = F32(2 * Laux[i] + 1)
-                    sumqx += weight[i] * xval[i] * q
-                    sumq2 += weight[i] * q * q
+                sumqx, sumq2 = _fit(weight, xval, Laux)
                 if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -528,12 +511,7 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
                     if kmap[u] < 0:
                         _best_neighbour(neighbours, -kmap[u] - 1, positions, xval[8 * k:8 * k + 8],
                                         waux[8 * k:8 * k + 8], scale, L[8 * k:8 * k + 8])
-                sumqx = F32(0.0)
-                sumq2 = F32(0.0)
-                for i in range(16):
-                    q = F32(2 * L[i] + 1)
-                    sumqx += weight[i] * xval[i] * q
-                    sumq2 += weight[i] * q * q
+                sumqx, sumq2 = _fit(weight, xval, L)
                 if sumq2 > 0:
                     scale = sumqx / sumq2
             if scale < 0:

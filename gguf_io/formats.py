@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
-from .blocks import floats, fp4, gridquants, iquants, kquants, legacy, ternary
+from .blocks import floats, fp4, gridquants, iquants, kquants, legacy, ternary, weighted
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,11 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.F16, floats.quantize_f16, floats.dequantize_f16),
     _row(T.BF16, floats.quantize_bf16, floats.dequantize_bf16),
     _row(T.Q8_0, legacy.quantize_q8_0, legacy.dequantize_q8_0),
-    _row(T.Q4_0, legacy.quantize_q4_0, legacy.dequantize_q4_0),
+    _row(T.Q4_0, legacy.quantize_q4_0, legacy.dequantize_q4_0, weighted.quantize_q4_0_weighted),
     _row(T.Q4_1, legacy.quantize_q4_1, legacy.dequantize_q4_1),
     _row(T.Q5_0, legacy.quantize_q5_0, legacy.dequantize_q5_0),
     _row(T.Q5_1, legacy.quantize_q5_1, legacy.dequantize_q5_1),
-    _row(T.Q2_K, kquants.quantize_q2_k, kquants.dequantize_q2_k),
+    _row(T.Q2_K, kquants.quantize_q2_k, kquants.dequantize_q2_k, weighted.quantize_q2_k_weighted),
     _row(T.Q3_K, kquants.quantize_q3_k, kquants.dequantize_q3_k),
     _row(T.Q4_K, kquants.quantize_q4_k, kquants.dequantize_q4_k),
     _row(T.Q5_K, kquants.quantize_q5_k, kquants.dequantize_q5_k),

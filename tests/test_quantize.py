@@ -114,10 +114,11 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", "IQ4_XS"), ("smollm2-135m-instruct", "IQ4_NL")])
+@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", mix) for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS")])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
-    weighted quantizers of; Gemma 3's IQ4 mixes also need a weighted Q5_1 for attn_v, not there yet)."""
+    weighted quantizers of: IQ2_XXS and IQ2_XS take weighted Q4_0, Q2_K and IQ4_NL too; Gemma 3's mixes also need
+    a weighted Q5_0 or Q5_1, not there yet)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"
@@ -133,8 +134,8 @@ def test_cli_imatrix_options_and_refusals(f16_bases, tmp_path, capsys):
     matrix = str(DATA / "imatrix-smollm2-135m-instruct-llama.cpp.gguf")
     assert nibble(["quantize", base, out, "IQ2_XXS"]) == 1
     assert "needs an importance matrix" in capsys.readouterr().err
-    assert nibble(["quantize", "--imatrix", matrix, base, out, "IQ2_XXS"]) == 1
-    assert "needs Q2_K, Q4_0 with an importance matrix, which nibble cannot write yet" in capsys.readouterr().err
+    assert nibble(["quantize", "--imatrix", matrix, base, out, "Q3_K_M"]) == 1
+    assert "with an importance matrix, which nibble cannot write yet" in capsys.readouterr().err
     assert nibble(["quantize", "--imatrix", matrix, "--include-weights", "ffn", "--exclude-weights", "attn",
                    base, out, "IQ4_XS"]) == 1
     assert "cannot be used together" in capsys.readouterr().err

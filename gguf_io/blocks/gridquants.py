@@ -19,6 +19,7 @@ from gguf import quants as gq
 from numba import njit, prange
 
 from .bits import F32, fp16_to_fp32, fp32_to_fp16, get_f16, get_u16, get_u32, nearest_int, put_u16, put_u32
+from .weighted import make_qp_quants
 
 
 def _grid(cls):
@@ -183,25 +184,34 @@ def _iq2_tables(grid, magnitudes, nwant):
     kmap = np.full(KMAP_SIZE, -1, np.int64)
     kmap[index] = np.arange(len(grid))
     off_grid = np.nonzero(kmap < 0)[0]
-    points = (2 * ((off_grid[:, None] >> (2 * np.arange(8))) & 3) + 1).astype(np.float32)     # (points, 8)
     grid_points = positions.astype(np.float32)
-    d2 = ((points ** 2).sum(1)[:, None] + (grid_points ** 2).sum(1)[None, :]
-          - 2 * points @ grid_points.T).astype(np.int32)        # small integers: exact in float32
-    order = np.argsort(d2, axis=1, kind="stable")                                   # by distance, then index
-    sorted_d2 = np.take_along_axis(d2, order, axis=1)
-    threshold = sorted_d2[:, 0]
-    for _ in range(nwant - 1):                       # the nwant-th smallest distinct distance of each point
-        threshold = np.where(sorted_d2 > threshold[:, None], sorted_d2, np.iinfo(np.int32).max).min(axis=1)
-    chosen = sorted_d2 <= threshold[:, None]
-    counts = chosen.sum(axis=1)
+    lists = []
+    for first in range(0, off_grid.size, 4096):          # a slice of points at a time: the distances of all
+        lists.extend(_neighbour_lists(off_grid[first:first + 4096], grid_points, nwant))   # would take 0.5 GB
+    counts = np.array([len(chosen) for chosen in lists])
     starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])       # each list: its count, then the indices
     flat = np.empty(int((counts + 1).sum()), np.int64)
     flat[starts] = counts
     is_index = np.ones(flat.size, bool)
     is_index[starts] = False
-    flat[is_index] = order[chosen]
+    flat[is_index] = np.concatenate(lists)
     kmap[off_grid] = -(starts + 1)
     return positions, kmap.astype(np.int32), flat.astype(np.uint16)
+
+
+def _neighbour_lists(points_index, grid_points, nwant):
+    """For each off-grid point, the grid indices at its nwant smallest distinct squared distances, nearest first
+    (ties by index, as ggml's qsort on (distance, index))."""
+    points = (2 * ((points_index[:, None] >> (2 * np.arange(8))) & 3) + 1).astype(np.float32)
+    d2 = ((points ** 2).sum(1)[:, None] + (grid_points ** 2).sum(1)[None, :]
+          - 2 * points @ grid_points.T).astype(np.int32)        # small integers: exact in float32
+    order = np.argsort(d2, axis=1, kind="stable")
+    sorted_d2 = np.take_along_axis(d2, order, axis=1)
+    threshold = sorted_d2[:, 0]
+    for _ in range(nwant - 1):
+        threshold = np.where(sorted_d2 > threshold[:, None], sorted_d2, np.iinfo(np.int32).max).min(axis=1)
+    chosen = sorted_d2 <= threshold[:, None]
+    return [order[p][chosen[p]] for p in range(len(points_index))]
 
 
 _TABLES = {}
@@ -241,62 +251,6 @@ def _grid_point(levels, kmap, neighbours, positions, xval, weight, scale):
     if g < 0:
         g = _best_neighbour(neighbours, -g - 1, positions, xval, weight, scale, levels)
     return g
-
-
-@njit(cache=True, inline="always")
-def make_qp_quants(n, nmax, x, L, w):
-    """ggml's make_qp_quants: a positive scale and levels 0..nmax for x >= 0 minimizing sum w (x - s l)^2.
-    L is uint8, as in ggml: a negative x (IQ2's sign-parity flip makes one) gives level -1 stored as 255,
-    and that 255 takes part in the search as ggml's does."""
-    vmax = F32(0.0)
-    for i in range(n):
-        vmax = max(vmax, x[i])
-    if vmax < F32(1e-15):
-        L[:n] = 0
-        return F32(0.0)
-    iscale = F32(nmax) / vmax
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i])
-    scale = F32(1.0) / iscale
-    best_mse = F32(0.0)
-    for i in range(n):
-        diff = x[i] - scale * F32(L[i])
-        best_mse += w[i] * diff * diff
-    for step in range(-4, 5):
-        if step == 0:
-            continue
-        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
-        scale_is = F32(1.0) / iscale_is
-        mse = F32(0.0)
-        for i in range(n):
-            l = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * F32(l)
-            mse += w[i] * diff * diff
-        if mse < best_mse:
-            best_mse, iscale = mse, iscale_is
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = l
-        sumlx += w[i] * x[i] * F32(l)
-        suml2 += w[i] * F32(l) * F32(l)
-    for _ in range(5):
-        changed = 0
-        for i in range(n):
-            slx = sumlx - w[i] * x[i] * F32(L[i])
-            sl2 = suml2 - w[i] * F32(L[i]) * F32(L[i])
-            if slx > 0 and sl2 > 0:
-                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
-                if new_l != L[i]:
-                    slx += w[i] * x[i] * F32(new_l)
-                    sl2 += w[i] * F32(new_l) * F32(new_l)
-                    if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i], sumlx, suml2 = new_l, slx, sl2
-                        changed += 1
-        if not changed:
-            break
-    return sumlx / suml2 if suml2 > 0 else F32(0.0)
 
 
 @njit(cache=True, inline="always")

@@ -1,0 +1,244 @@
+"""Importance-weighted quantizers: llama.cpp's quantize_row_<type>_impl with quant_weights, as llama-quantize
+--imatrix runs them, for the legacy and K formats (the grid and IQ4 types keep theirs in their own modules).
+
+Each weight of a block counts as qw * sqrt(sigma2 + x^2): qw from the importance matrix (its column's mean
+squared activation), sigma2 the mean square of the row (Q4_0) or super-block (Q2_K). The searches are ggml's,
+in float32 step for step (ggml-quants.c is compiled without FMA contraction, and so is this).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .bits import F32, fp16_to_fp32, fp32_to_fp16, nearest_int, put_u16
+
+GROUP_MAX_EPS = F32(1e-15)
+
+
+@njit(cache=True, inline="always")
+def make_qp_quants(n, nmax, x, L, w):
+    """ggml's make_qp_quants: a positive scale and levels 0..nmax for x >= 0 minimizing sum w (x - s l)^2.
+    L is uint8, as in ggml: a negative x (IQ2's sign-parity flip makes one) gives level -1 stored as 255,
+    and that 255 takes part in the search as ggml's does."""
+    vmax = F32(0.0)
+    for i in range(n):
+        vmax = max(vmax, x[i])
+    if vmax < F32(1e-15):
+        L[:n] = 0
+        return F32(0.0)
+    iscale = F32(nmax) / vmax
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = F32(1.0) / iscale
+    best_mse = F32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F32(L[i])
+        best_mse += w[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+        scale_is = F32(1.0) / iscale_is
+        mse = F32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * F32(l)
+            mse += w[i] * diff * diff
+        if mse < best_mse:
+            best_mse, iscale = mse, iscale_is
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l
+        sumlx += w[i] * x[i] * F32(l)
+        suml2 += w[i] * F32(l) * F32(l)
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            slx = sumlx - w[i] * x[i] * F32(L[i])
+            sl2 = suml2 - w[i] * F32(L[i]) * F32(L[i])
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx += w[i] * x[i] * F32(new_l)
+                    sl2 += w[i] * F32(new_l) * F32(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i], sumlx, suml2 = new_l, slx, sl2
+                        changed += 1
+        if not changed:
+            break
+    return sumlx / suml2 if suml2 > 0 else F32(0.0)
+
+
+@njit(cache=True, inline="always")
+def make_qx_quants_weighted(n, nmax, x, L, w):
+    """ggml's make_qx_quants with quant weights (rmse_type 1): a signed scale and levels 0..2 nmax - 1."""
+    vmax = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax, vmax = ax, x[i]
+    if amax < GROUP_MAX_EPS:
+        L[:n] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / vmax
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l + nmax
+        sumlx += w[i] * x[i] * F32(l)
+        suml2 += w[i] * F32(l) * F32(l)
+    scale = sumlx / suml2 if suml2 != 0 else F32(0.0)
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(F32(nmax) + F32(0.1) * F32(step)) / vmax
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            sumlx += w[i] * x[i] * F32(l)
+            suml2 += w[i] * F32(l) * F32(l)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True, parallel=True)
+def _quantize_q4_0(x, out, qw):
+    """quantize_row_q4_0_impl: sigma2 over the whole row."""
+    n_per_row = qw.size
+    for r in prange(x.size // n_per_row):
+        row = x[r * n_per_row:(r + 1) * n_per_row]
+        L = np.zeros(32, np.int32)
+        weight = np.empty(32, np.float32)
+        sum_x2 = F32(0.0)
+        for j in range(n_per_row):
+            sum_x2 += row[j] * row[j]
+        sigma2 = sum_x2 / F32(n_per_row)
+        for ib in range(n_per_row // 32):
+            xb = row[32 * ib:32 * ib + 32]
+            for j in range(32):
+                weight[j] = qw[32 * ib + j] * np.sqrt(sigma2 + xb[j] * xb[j])
+            d = make_qx_quants_weighted(32, 8, xb, L, weight)
+            o = (r * (n_per_row // 32) + ib) * 18
+            put_u16(out, o, fp32_to_fp16(d))
+            for j in range(16):
+                out[o + 2 + j] = np.uint8(L[j] | (L[j + 16] << 4))
+
+
+def quantize_q4_0_weighted(x, out, weights):
+    _quantize_q4_0(x, out, weights)
+
+
+@njit(cache=True, inline="always")
+def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
+    """ggml's make_qkx3_quants with weights, squared error (use_mad false): (scale, -min), levels 0..nmax."""
+    vmin = x[0]
+    vmax = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < vmin:
+            vmin = x[i]
+        if x[i] > vmax:
+            vmax = x[i]
+        sum_w += weights[i]
+        sum_x += weights[i] * x[i]
+    if vmin > 0:
+        vmin = F32(0.0)
+    if vmax <= vmin:
+        L[:n] = 0
+        return F32(0.0), -vmin
+    iscale = F32(nmax) / (vmax - vmin)
+    scale = F32(1.0) / iscale
+    best_mad = F32(0.0)
+    for i in range(n):
+        L[i] = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
+        diff = scale * F32(L[i]) + vmin - x[i]
+        best_mad += weights[i] * (diff * diff)
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (vmax - vmin)
+        sum_l = F32(0.0)
+        sum_l2 = F32(0.0)
+        sum_xl = F32(0.0)
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - vmin))))
+            Laux[i] = l
+            sum_l += weights[i] * F32(l)
+            sum_l2 += weights[i] * F32(l) * F32(l)
+            sum_xl += weights[i] * F32(l) * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = F32(0.0)
+                this_scale = sum_xl / sum_l2
+            mad = F32(0.0)
+            for i in range(n):
+                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                mad += weights[i] * (diff * diff)
+            if mad < best_mad:
+                L[:n] = Laux[:n]
+                best_mad = mad
+                scale = this_scale
+                vmin = this_min
+    return scale, -vmin
+
+
+@njit(cache=True, parallel=True)
+def _quantize_q2_k(x, out, qw):
+    """quantize_row_q2_K_impl: per 16 a weighted scale and min search, then both quantized to 4 bits by
+    make_qp_quants weighted by each group's total weight, and the levels chosen again against them."""
+    per_row = qw.size // 256
+    for b in prange(x.size // 256):
+        xb, blk = x[256 * b:256 * b + 256], out[84 * b:84 * b + 84]
+        qwb = qw[256 * (b % per_row):256 * (b % per_row) + 256]
+        L = np.zeros(256, np.int32)
+        Laux = np.zeros(16, np.int32)
+        mins = np.zeros(16, np.float32)
+        scales = np.zeros(16, np.float32)
+        sw = np.zeros(16, np.float32)
+        weight = np.empty(16, np.float32)
+        Ls = np.zeros(16, np.uint8)
+        Lm = np.zeros(16, np.uint8)
+        sumx2 = F32(0.0)
+        for j in range(256):
+            sumx2 += xb[j] * xb[j]
+        sigma2 = sumx2 / F32(256)
+        for j in range(16):
+            for l in range(16):
+                weight[l] = qwb[16 * j + l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
+            for l in range(16):
+                sw[j] += weight[l]
+            scales[j], mins[j] = make_qkx3_quants(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
+                                                  F32(-0.9), F32(0.05), 36)
+        dm = make_qp_quants(16, 15, scales, Ls, sw)
+        mm = make_qp_quants(16, 15, mins, Lm, sw)
+        d_bits, m_bits = fp32_to_fp16(dm), fp32_to_fp16(mm)
+        put_u16(blk, 80, d_bits)
+        put_u16(blk, 82, m_bits)
+        dm, mm = fp16_to_fp32(d_bits), fp16_to_fp32(m_bits)
+        for j in range(16):
+            blk[j] = np.uint8(Ls[j] | (Lm[j] << 4))
+        for j in range(16):
+            d = dm * F32(blk[j] & 0xF)
+            if d == 0:
+                continue
+            m = mm * F32(blk[j] >> 4)
+            for ii in range(16):
+                L[16 * j + ii] = max(0, min(3, nearest_int((xb[16 * j + ii] + m) / d)))
+        for j in range(0, 256, 128):
+            for l in range(32):
+                blk[16 + j // 4 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4)
+                                                | (L[j + l + 96] << 6))
+
+
+def quantize_q2_k_weighted(x, out, weights):
+    _quantize_q2_k(x, out, weights)

@@ -60,7 +60,7 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.Q8_0, legacy.quantize_q8_0, legacy.dequantize_q8_0),
     _row(T.Q4_0, legacy.quantize_q4_0, legacy.dequantize_q4_0, weighted.quantize_q4_0_weighted),
     _row(T.Q4_1, legacy.quantize_q4_1, legacy.dequantize_q4_1),
-    _row(T.Q5_0, legacy.quantize_q5_0, legacy.dequantize_q5_0),
+    _row(T.Q5_0, legacy.quantize_q5_0, legacy.dequantize_q5_0, weighted.quantize_q5_0_weighted),
     _row(T.Q5_1, legacy.quantize_q5_1, legacy.dequantize_q5_1),
     _row(T.Q2_K, kquants.quantize_q2_k, kquants.dequantize_q2_k, weighted.quantize_q2_k_weighted),
     _row(T.Q3_K, kquants.quantize_q3_k, kquants.dequantize_q3_k),

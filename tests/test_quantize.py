@@ -114,11 +114,12 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", mix) for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS")])
+@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", mix) for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS")]
+                         + [("gemma3-270m", "IQ2_XXS")])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
-    weighted quantizers of: IQ2_XXS and IQ2_XS take weighted Q4_0, Q2_K and IQ4_NL too; Gemma 3's mixes also need
-    a weighted Q5_0 or Q5_1, not there yet)."""
+    weighted quantizers of: IQ2_XXS and IQ2_XS take weighted Q4_0 or Q5_0, Q2_K and IQ4_NL too; Gemma 3's IQ4 mixes
+    also need a weighted Q5_1, not there yet)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"

@@ -6,8 +6,8 @@ more bits to the tensors that suffer most (attn_v, ffn_down, the output matrix) 
 rules; 1-D tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
 With --imatrix FILE (from nibble imatrix or llama-imatrix) each tensor's rounding is weighted by the
 importance of its columns, as llama-quantize --imatrix does; nibble has the weighted quantizers of
-Q4_0, Q2_K, IQ4_NL, IQ4_XS, IQ2_XXS and IQ2_XS so far (enough for IQ2_XXS and IQ2_XS on models whose
-rows fall back to Q4_0), and a mix that needs another says so. The other i-quant mixes below 4 bits
+Q4_0, Q5_0, Q2_K, IQ4_NL, IQ4_XS, IQ2_XXS and IQ2_XS so far (enough for the IQ2_XXS and IQ2_XS mixes),
+and a mix that needs another says so. The other i-quant mixes below 4 bits
 (IQ1_S ... IQ3_M, Q2_K_S) are planned (--dry-run) but not written yet: nibble runs the files
 llama-quantize makes of them.
 Example with a matrix: nibble imatrix -m model-f16.gguf -f text.txt -o model.imatrix.gguf, then

@@ -2,7 +2,7 @@
 --imatrix runs them, for the legacy and K formats (the grid and IQ4 types keep theirs in their own modules).
 
 Each weight of a block counts as qw * sqrt(sigma2 + x^2): qw from the importance matrix (its column's mean
-squared activation), sigma2 the mean square of the row (Q4_0) or super-block (Q2_K). The searches are ggml's,
+squared activation), sigma2 the mean square of the row (Q4_0, Q5_0) or super-block (Q2_K). The searches are ggml's,
 in float32 step for step (ggml-quants.c is compiled without FMA contraction, and so is this).
 """
 import numpy as np
@@ -110,9 +110,12 @@ def make_qx_quants_weighted(n, nmax, x, L, w):
 
 
 @njit(cache=True, parallel=True)
-def _quantize_q4_0(x, out, qw):
-    """quantize_row_q4_0_impl: sigma2 over the whole row."""
+def _quantize_q4_0_q5_0(x, out, qw, nmax):
+    """quantize_row_q4_0_impl (nmax 8) and quantize_row_q5_0_impl (nmax 16, the fifth bits in qh): sigma2 over
+    the whole row."""
     n_per_row = qw.size
+    block_bytes = 18 if nmax == 8 else 22
+    qs_at = 2 if nmax == 8 else 6
     for r in prange(x.size // n_per_row):
         row = x[r * n_per_row:(r + 1) * n_per_row]
         L = np.zeros(32, np.int32)
@@ -125,15 +128,25 @@ def _quantize_q4_0(x, out, qw):
             xb = row[32 * ib:32 * ib + 32]
             for j in range(32):
                 weight[j] = qw[32 * ib + j] * np.sqrt(sigma2 + xb[j] * xb[j])
-            d = make_qx_quants_weighted(32, 8, xb, L, weight)
-            o = (r * (n_per_row // 32) + ib) * 18
+            d = make_qx_quants_weighted(32, nmax, xb, L, weight)
+            o = (r * (n_per_row // 32) + ib) * block_bytes
             put_u16(out, o, fp32_to_fp16(d))
+            qh = np.uint32(0)
             for j in range(16):
-                out[o + 2 + j] = np.uint8(L[j] | (L[j + 16] << 4))
+                out[o + qs_at + j] = np.uint8((L[j] & 15) | ((L[j + 16] & 15) << 4))
+                qh |= np.uint32((L[j] >> 4) & 1) << np.uint32(j)
+                qh |= np.uint32((L[j + 16] >> 4) & 1) << np.uint32(j + 16)
+            if nmax == 16:
+                for k in range(4):
+                    out[o + 2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(255))
 
 
 def quantize_q4_0_weighted(x, out, weights):
-    _quantize_q4_0(x, out, weights)
+    _quantize_q4_0_q5_0(x, out, weights, 8)
+
+
+def quantize_q5_0_weighted(x, out, weights):
+    _quantize_q4_0_q5_0(x, out, weights, 16)
 
 
 @njit(cache=True, inline="always")

@@ -17,7 +17,8 @@ class BlockFormat:
     type: T
     block_size: int          # elements per block
     type_size: int           # bytes per block
-    quantize_blocks: Callable[[np.ndarray, np.ndarray], None]    # (float32 flat, uint8 flat out)
+    # (float32 flat, uint8 flat out); None for a type nibble reads but cannot write, or writes only weighted
+    quantize_blocks: Optional[Callable[[np.ndarray, np.ndarray], None]]
     dequantize_blocks: Callable[[np.ndarray, np.ndarray], None]  # (uint8 flat, float32 flat out)
     # (float32 flat, uint8 flat out, float32 weights per column of a row): llama.cpp's importance-weighted search
     quantize_weighted: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], None]] = None
@@ -32,25 +33,7 @@ class BlockFormat:
 
 def _row(qtype, quantize, dequantize, weighted=None):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
-    quantize = quantize or (_needs_weights(qtype) if weighted else _no_quantizer(qtype))
     return BlockFormat(qtype, block_size, type_size, quantize, dequantize, weighted)
-
-
-def _no_quantizer(qtype):
-    """The quantize kernel of a type nibble reads but cannot write yet."""
-    def refuse(x, out):
-        raise ValueError(f"nibble reads {qtype.name} but cannot write it yet; "
-                         f"pick another type (nibble quantize --help lists them)")
-    refuse.missing = True
-    return refuse
-
-
-def _needs_weights(qtype):
-    """The unweighted kernel of a type llama.cpp writes only with an importance matrix."""
-    def refuse(x, out):
-        raise ValueError(f"{qtype.name} needs an importance matrix (nibble imatrix -m MODEL -f TEXT -o FILE)")
-    refuse.missing = True
-    return refuse
 
 
 FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
@@ -85,7 +68,7 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
 
 def can_write(qtype) -> bool:
     """Whether nibble has a quantizer for a type it reads that needs no importance matrix."""
-    return not getattr(block_format(qtype).quantize_blocks, "missing", False)
+    return block_format(qtype).quantize_blocks is not None
 
 
 def can_write_weighted(qtype) -> bool:
@@ -114,6 +97,11 @@ def quantize(array, qtype, weights=None) -> np.ndarray:
                          f"rows must be a multiple of {fmt.block_size} elements")
     x = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
     out = np.empty(array.shape[:-1] + (fmt.row_bytes(array.shape[-1]),), dtype=np.uint8)
+    if weights is None and fmt.quantize_blocks is None:
+        if fmt.quantize_weighted is not None:
+            raise ValueError(f"{fmt.name} needs an importance matrix (nibble imatrix -m MODEL -f TEXT -o FILE)")
+        raise ValueError(f"nibble reads {fmt.name} but cannot write it yet; "
+                         f"pick another type (nibble quantize --help lists them)")
     if weights is not None and fmt.quantize_weighted is None:
         raise ValueError(f"nibble has no importance-weighted {fmt.name} quantizer yet")
     if weights is not None and np.size(weights) != array.shape[-1]:

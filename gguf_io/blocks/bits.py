@@ -4,6 +4,8 @@ Numba has no float16 on the CPU, so half floats are converted here with the same
 integer tricks as ggml (`ggml_compute_fp16_to_fp32` / `ggml_compute_fp32_to_fp16` in
 ggml-impl.h): round-to-nearest-even, identical to F16C hardware and numpy.
 """
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -106,3 +108,22 @@ def get_u32(raw, offset):
 def put_u32(out, offset, value):
     for k in range(4):
         out[offset + k] = np.uint8((value >> (8 * k)) & 0xFF)
+
+
+@njit(cache=True, inline="always")
+def round_half_away(v):
+    """C's roundf / lroundf: halves away from zero (exact: a float32 plus 0.5 fits a float64)."""
+    r = math.floor(abs(np.float64(v)) + 0.5)
+    return -r if v < 0 else r
+
+
+@njit(cache=True, inline="always")
+def signed_absmax(x):
+    """(largest |x|, that element with its sign), the first one on ties: ggml's amax / max pair."""
+    amax = F32(0.0)
+    vmax = F32(0.0)
+    for v in x:
+        if abs(v) > amax:
+            amax = abs(v)
+            vmax = v
+    return amax, vmax

@@ -11,7 +11,7 @@ either): a scale from the group's amax, then each value's nearest code (the firs
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, bits_to_f32, f32_to_bits
+from .bits import F32, bits_to_f32, f32_to_bits, signed_absmax
 
 KVALUES_FP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
 MXFP4_BYTES, NVFP4_BYTES = 17, 36
@@ -69,20 +69,11 @@ def _best_code(x, d):
     return best
 
 
-@njit(cache=True, inline="always")
-def _amax(x):
-    amax = F32(0.0)
-    for v in x:
-        if amax < abs(v):
-            amax = abs(v)
-    return amax
-
-
 @njit(cache=True, parallel=True)
 def quantize_mxfp4(x, out):
     for b in prange(x.size // 32):
         xb, blk = x[b * 32:(b + 1) * 32], out[b * MXFP4_BYTES:(b + 1) * MXFP4_BYTES]
-        amax = _amax(xb)
+        amax = signed_absmax(xb)[0]
         e = (np.int32(np.floor(np.log2(amax))) - 2 + 127) & 255 if amax > 0 else 0
         d = e8m0_to_fp32_half(e)
         blk[0] = np.uint8(e)
@@ -118,7 +109,7 @@ def quantize_nvfp4(x, out):
         blk = out[b * NVFP4_BYTES:(b + 1) * NVFP4_BYTES]
         for g in range(4):
             xb = x[b * 64 + 16 * g:b * 64 + 16 * g + 16]
-            scale = fp32_to_ue4m3(_amax(xb) / F32(6.0))
+            scale = fp32_to_ue4m3(signed_absmax(xb)[0] / F32(6.0))
             blk[g] = np.uint8(scale)
             d = ue4m3_to_fp32_half(scale)
             for j in range(8):

@@ -19,7 +19,7 @@ from gguf import quants as gq
 from numba import njit, prange
 
 from .bits import F32, fp16_to_fp32, fp32_to_fp16, get_f16, get_u16, get_u32, nearest_int, put_u16, put_u32
-from .weighted import make_qp_quants
+from .weighted import importance_weights, make_qp_quants, sum_squares
 
 
 def _grid(cls):
@@ -270,8 +270,8 @@ def _weights_and_signs(xb, qw, sigma2, weight, waux, xval, block_signs):
     """The IQ2 searches' start on one group of 8 * len(block_signs) weights: weights qw * sqrt(sigma2 + x^2)
     (and their square roots for the neighbour search), |x|, and per 8 the signs, kept even in number by
     flipping the one that costs least (the grids' sign codes hold 7 bits; the 8th is the parity)."""
+    importance_weights(xb, qw, sigma2, weight)
     for i in range(xb.size):
-        weight[i] = qw[i] * np.sqrt(sigma2 + xb[i] * xb[i])
         waux[i] = np.sqrt(weight[i])
     for k in range(block_signs.size):
         nflip = 0
@@ -313,10 +313,7 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
         block_signs = np.zeros(4, np.int32)
         q2 = np.zeros(16, np.uint32)
         max_scale = F32(0.0)
-        sumx2 = F32(0.0)
-        for i in range(256):
-            sumx2 += xbl[i] * xbl[i]
-        sigma2 = sumx2 / F32(256)
+        sigma2 = sum_squares(xbl) / F32(256)
         for ib in range(8):
             xb = xbl[32 * ib:32 * ib + 32]
             _weights_and_signs(xb, qwb[32 * ib:32 * ib + 32], sigma2, weight, waux, xval, block_signs)
@@ -416,10 +413,7 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
         scales = np.zeros(16, np.float32)
         q2 = np.zeros(32, np.int32)
         max_scale = F32(0.0)
-        sumx2 = F32(0.0)
-        for i in range(256):
-            sumx2 += xbl[i] * xbl[i]
-        sigma2 = sumx2 / F32(256)
+        sigma2 = sum_squares(xbl) / F32(256)
         for ib in range(16):
             xb = xbl[16 * ib:16 * ib + 16]
             _weights_and_signs(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight, waux, xval, block_signs)

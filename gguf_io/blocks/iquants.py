@@ -8,7 +8,8 @@ importance matrix (weights x^2) and with one (weights qw * sqrt(sigma2 + x^2)); 
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp32_to_fp16, get_f16, get_u16, nearest_int, put_u16
+from .bits import F32, fp32_to_fp16, get_f16, get_u16, nearest_int, put_u16, signed_absmax
+from .weighted import importance_weights, sum_squares
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.int8)
@@ -36,13 +37,7 @@ def best_index_iq4(x):
 def _fit_block_scale(xb, L, w):
     """Best scale for one 32-element block against the codebook, weights w; levels into L."""
     values = KVALUES_IQ4NL
-    amax = F32(0.0)
-    vmax = F32(0.0)
-    for j in range(32):
-        ax = abs(xb[j])
-        if ax > amax:
-            amax = ax
-            vmax = xb[j]
+    amax, vmax = signed_absmax(xb[:32])
     if amax < GROUP_MAX_EPS:
         return F32(0.0)
     d = -vmax / F32(values[0])
@@ -86,12 +81,7 @@ def _weights(xs, qw, weighted, w):
         for j in range(xs.size):
             w[j] = xs[j] * xs[j]
         return
-    sigma2 = F32(0.0)
-    for j in range(xs.size):
-        sigma2 += xs[j] * xs[j]
-    sigma2 *= F32(2.0) / F32(xs.size)
-    for j in range(xs.size):
-        w[j] = qw[j] * np.sqrt(sigma2 + xs[j] * xs[j])
+    importance_weights(xs, qw, sum_squares(xs) * (F32(2.0) / F32(xs.size)), w)
 
 
 @njit(cache=True, parallel=True)

@@ -13,7 +13,7 @@ literal in arithmetic), so the chosen levels match llama.cpp's. Layouts, in stru
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp32_to_fp16, get_f16, nearest_int, put_u16
+from .bits import F32, fp32_to_fp16, get_f16, nearest_int, put_u16, signed_absmax
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -25,13 +25,7 @@ CHUNK = 64  # super-blocks per parallel work item (scratch buffers are per item)
 @njit(cache=True)
 def make_q3_quants(n, nmax, x, L):
     """Symmetric levels with iterative x^2-weighted refinement (make_q3_quants, do_rmse)."""
-    vmax = F32(0.0)
-    amax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
+    amax, vmax = signed_absmax(x[:n])
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0

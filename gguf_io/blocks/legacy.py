@@ -9,27 +9,13 @@ equal gguf-py's `quants.dequantize`). Layouts, in struct order:
 Kernels index per-block views (`blk`, `y`) with small non-negative offsets: Numba then
 drops its negative-index checks and LLVM vectorizes the inner loops (3x faster).
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp32_to_fp16, get_f16, get_u32, put_u16, put_u32
+from .bits import F32, fp32_to_fp16, get_f16, get_u32, put_u16, put_u32, round_half_away, signed_absmax
 
 QK = 32
 FLT_MAX = F32(3.4028234663852886e38)
-
-
-@njit(cache=True, inline="always")
-def _signed_absmax(xb):
-    """The element of largest magnitude (the first one on ties), sign kept."""
-    amax = F32(0.0)
-    vmax = F32(0.0)
-    for j in range(QK):
-        if amax < abs(xb[j]):
-            amax = abs(xb[j])
-            vmax = xb[j]
-    return vmax
 
 
 @njit(cache=True, inline="always")
@@ -53,7 +39,7 @@ def _inverse(d):
 def quantize_q4_0(x, out):
     for b in prange(x.size // QK):
         xb, blk = x[b * QK:(b + 1) * QK], out[b * 18:(b + 1) * 18]
-        d = _signed_absmax(xb) / F32(-8.0)
+        d = signed_absmax(xb)[1] / F32(-8.0)
         inv = _inverse(d)
         put_u16(blk, 0, fp32_to_fp16(d))
         for j in range(16):
@@ -118,7 +104,7 @@ def quantize_q5_0(x, out):
         xb, blk = x[b * QK:(b + 1) * QK], out[b * 22:(b + 1) * 22]
         q0s = np.empty(16, np.int32)
         q1s = np.empty(16, np.int32)
-        d = _signed_absmax(xb) / F32(-16.0)
+        d = signed_absmax(xb)[1] / F32(-16.0)
         inv = _inverse(d)
         put_u16(blk, 0, fp32_to_fp16(d))
         for j in range(16):
@@ -172,13 +158,6 @@ def dequantize_q5_1(raw, out):
             h1 = np.int32((qh >> (j + 16)) & 1) << 4
             y[j] = F32((q & 0xF) | h0) * d + m
             y[16 + j] = F32((q >> 4) | h1) * d + m
-
-
-@njit(cache=True, inline="always")
-def round_half_away(v):
-    """C's roundf: halves away from zero (exact: a float32 plus 0.5 fits a float64)."""
-    r = math.floor(abs(np.float64(v)) + 0.5)
-    return -r if v < 0 else r
 
 
 @njit(cache=True, parallel=True)

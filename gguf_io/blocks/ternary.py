@@ -12,7 +12,7 @@ d = amax, trits lroundf(x / d) + 1.
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp32_to_fp16, get_f16, put_u16
+from .bits import F32, fp32_to_fp16, get_f16, put_u16, round_half_away, signed_absmax
 
 TQ1_BYTES, TQ2_BYTES = 54, 66
 
@@ -67,16 +67,14 @@ def dequantize_tq2_0(raw, out):
 
 
 @njit(cache=True, inline="always")
-def _lround(v):
-    """C's lroundf: half away from zero (float64 holds |v| + 0.5 exactly for any float32 v)."""
-    return np.int32(np.floor(abs(np.float64(v)) + 0.5)) * (1 if v >= 0 else -1)
+def _trit_of(v):
+    """lroundf(x / d): -1, 0 or 1."""
+    return np.int32(round_half_away(v))
 
 
 @njit(cache=True, inline="always")
 def _ternary_scale(x):
-    amax = F32(0.0)
-    for v in x:
-        amax = max(amax, abs(v))
+    amax = signed_absmax(x)[0]
     return amax, (F32(1.0) / amax if amax != 0 else F32(0.0))
 
 
@@ -85,7 +83,7 @@ def _trit_byte(x, first, step, count, inverse):
     """count trits x[first + n * step] (most significant first), then zero trits to five, as ceil(t * 256 / 243)."""
     q = np.int32(0)
     for n in range(5):
-        q = (q * 3 + (_lround(x[first + n * step] * inverse) + 1 if n < count else 0)) & 255
+        q = (q * 3 + (_trit_of(x[first + n * step] * inverse) + 1 if n < count else 0)) & 255
     return np.uint8((q * 256 + 242) // 243)
 
 
@@ -112,6 +110,6 @@ def quantize_tq2_0(x, out):
             for m in range(32):
                 q = np.int32(0)
                 for n in range(4):
-                    q += ((_lround(xb[128 * c + 32 * n + m] * inverse) + 1) & 3) << (2 * n)
+                    q += ((_trit_of(xb[128 * c + 32 * n + m] * inverse) + 1) & 3) << (2 * n)
                 blk[32 * c + m] = np.uint8(q)
         put_u16(blk, 64, fp32_to_fp16(d))

@@ -8,9 +8,25 @@ in float32 step for step (ggml-quants.c is compiled without FMA contraction, and
 import numpy as np
 from numba import njit, prange
 
-from .bits import F32, fp16_to_fp32, fp32_to_fp16, nearest_int, put_u16
+from .bits import F32, fp16_to_fp32, fp32_to_fp16, nearest_int, put_u16, signed_absmax
 
 GROUP_MAX_EPS = F32(1e-15)
+
+
+@njit(cache=True, inline="always")
+def sum_squares(x):
+    """sum x^2 in float32, in order (ggml's sumx2 / sum_x2)."""
+    total = F32(0.0)
+    for v in x:
+        total += v * v
+    return total
+
+
+@njit(cache=True, inline="always")
+def importance_weights(x, qw, sigma2, w):
+    """llama.cpp's weight of each element under an importance matrix: qw * sqrt(sigma2 + x^2)."""
+    for i in range(x.size):
+        w[i] = qw[i] * np.sqrt(sigma2 + x[i] * x[i])
 
 
 @njit(cache=True, inline="always")
@@ -72,12 +88,7 @@ def make_qp_quants(n, nmax, x, L, w):
 @njit(cache=True, inline="always")
 def make_qx_quants_weighted(n, nmax, x, L, w):
     """ggml's make_qx_quants with quant weights (rmse_type 1): a signed scale and levels 0..2 nmax - 1."""
-    vmax = F32(0.0)
-    amax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax, vmax = ax, x[i]
+    amax, vmax = signed_absmax(x[:n])
     if amax < GROUP_MAX_EPS:
         L[:n] = 0
         return F32(0.0)
@@ -120,14 +131,10 @@ def _quantize_q4_0_q5_0(x, out, qw, nmax):
         row = x[r * n_per_row:(r + 1) * n_per_row]
         L = np.zeros(32, np.int32)
         weight = np.empty(32, np.float32)
-        sum_x2 = F32(0.0)
-        for j in range(n_per_row):
-            sum_x2 += row[j] * row[j]
-        sigma2 = sum_x2 / F32(n_per_row)
+        sigma2 = sum_squares(row) / F32(n_per_row)
         for ib in range(n_per_row // 32):
             xb = row[32 * ib:32 * ib + 32]
-            for j in range(32):
-                weight[j] = qw[32 * ib + j] * np.sqrt(sigma2 + xb[j] * xb[j])
+            importance_weights(xb, qw[32 * ib:32 * ib + 32], sigma2, weight)
             d = make_qx_quants_weighted(32, nmax, xb, L, weight)
             o = (r * (n_per_row // 32) + ib) * block_bytes
             put_u16(out, o, fp32_to_fp16(d))
@@ -221,13 +228,9 @@ def _quantize_q2_k(x, out, qw):
         weight = np.empty(16, np.float32)
         Ls = np.zeros(16, np.uint8)
         Lm = np.zeros(16, np.uint8)
-        sumx2 = F32(0.0)
-        for j in range(256):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = sumx2 / F32(256)
+        sigma2 = sum_squares(xb) / F32(256)
         for j in range(16):
-            for l in range(16):
-                weight[l] = qwb[16 * j + l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
+            importance_weights(xb[16 * j:16 * j + 16], qwb[16 * j:16 * j + 16], sigma2, weight)
             for l in range(16):
                 sw[j] += weight[l]
             scales[j], mins[j] = make_qkx3_quants(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,

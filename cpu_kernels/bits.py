@@ -79,3 +79,16 @@ def fp32_to_fp16(f):
     bits = f32_to_bits(base)
     nonsign = ((bits >> 13) & np.uint32(0x00007C00)) + (bits & np.uint32(0x00000FFF))
     return np.uint16((sign >> 16) | (np.uint32(0x7E00) if shl1_w > np.uint32(0xFF000000) else nonsign))
+
+
+@njit(cache=True, inline="always")
+def u16_at(block, at):
+    """The little-endian 16-bit word at byte `at` of a GGUF block, as int32."""
+    return np.int32(block[at]) | (np.int32(block[at + 1]) << 8)
+
+
+@njit(cache=True, inline="always")
+def u32_at(block, at):
+    """The little-endian 32-bit word at byte `at` of a GGUF block (any alignment), as uint32."""
+    return (np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16)
+            | (np.uint32(block[at + 3]) << 24))

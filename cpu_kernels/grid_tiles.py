@@ -22,6 +22,8 @@ import numpy as np
 from gguf import quants as gq
 from numba import njit
 
+from .bits import u16_at, u32_at
+
 
 def _grid(cls):
     cls.init_grid()
@@ -59,16 +61,6 @@ LOOKUP_IQ1 = tuple(v + 128 for v in (-7, 1, 9, 0, -9, -1, 7, 0) + (0,) * 8)   # 
 
 
 @njit(cache=True, inline="always")
-def _u16(block, at):
-    return np.int32(block[at]) | (np.int32(block[at + 1]) << 8)
-
-
-@njit(cache=True, inline="always")
-def _u32(block, at):
-    return np.uint32(_u16(block, at)) | (np.uint32(_u16(block, at + 2)) << 16)
-
-
-@njit(cache=True, inline="always")
 def _put_group(codes, at, entry, signs, sign_bit, n):
     for k in range(n):
         codes[at + k] = entry[k] | (((signs >> k) & 1) << sign_bit)
@@ -76,7 +68,7 @@ def _put_group(codes, at, entry, signs, sign_bit, n):
 
 @njit(cache=True)
 def decode_iq2_xxs(block, j, codes, small):
-    aux = _u32(block, 6 + 8 * j)
+    aux = u32_at(block, 6 + 8 * j)
     small[0] = 2 * np.int32(aux >> 28) + 1
     for l in range(4):
         _put_group(codes, 8 * l, CODES_IQ2_XXS[block[2 + 8 * j + l]], KSIGNS[(aux >> (7 * l)) & 127], 2, 8)
@@ -87,7 +79,7 @@ def decode_iq2_xs(block, j, codes, small):
     for h in range(2):
         small[h] = 2 * ((np.int32(block[66 + j]) >> (4 * h)) & 15) + 1
     for l in range(4):
-        q = _u16(block, 2 + 8 * j + 2 * l)
+        q = u16_at(block, 2 + 8 * j + 2 * l)
         _put_group(codes, 8 * l, CODES_IQ2_XS[q & 511], KSIGNS[q >> 9], 2, 8)
 
 
@@ -102,7 +94,7 @@ def decode_iq2_s(block, j, codes, small):
 
 @njit(cache=True)
 def decode_iq3_xxs(block, j, codes, small):
-    aux = _u32(block, 66 + 4 * j)
+    aux = u32_at(block, 66 + 4 * j)
     small[0] = 2 * np.int32(aux >> 28) + 1
     for l in range(4):
         signs = np.int32(KSIGNS[(aux >> (7 * l)) & 127])
@@ -125,7 +117,7 @@ def decode_iq3_s(block, j, codes, small):
 def decode_iq1_s(block, j, codes, small):
     """IQ1_S shares its 1/8 shift over a 32-block, so it is a min: d/8 * (8 (2s + 1) * g + (+-(2s + 1))),
     2-bit codes g + 1 (offset 1), scale 8 (2s + 1), min +-(2s + 1), both times d/8."""
-    qh = _u16(block, 34 + 2 * j)
+    qh = u16_at(block, 34 + 2 * j)
     odd = 2 * ((qh >> 12) & 7) + 1
     small[0] = 8 * odd
     small[2] = -odd if qh & 0x8000 else odd
@@ -137,7 +129,7 @@ def decode_iq1_s(block, j, codes, small):
 
 @njit(cache=True)
 def decode_iq1_m(block, j, codes, small):
-    word = _u16(block, 48 + 2 * (j // 2))
+    word = u16_at(block, 48 + 2 * (j // 2))
     for h in range(2):
         small[h] = 2 * ((word >> (3 * (2 * (j % 2) + h))) & 7) + 1
     for l in range(4):
@@ -152,7 +144,7 @@ def iq1_m_half(block):
     """IQ1_M's half-float scale, kept in the top nibbles of its four 16-bit scale words."""
     h = 0
     for w in range(4):
-        h |= ((_u16(block, 48 + 2 * w) >> 12) & 15) << (4 * w)
+        h |= ((u16_at(block, 48 + 2 * w) >> 12) & 15) << (4 * w)
     return h
 
 

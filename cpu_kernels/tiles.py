@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from . import grid_tiles as gt
-from .bits import fp16_to_fp32
+from .bits import fp16_to_fp32, u16_at, u32_at
 from .repack import KVALUES_IQ4NL, scale_min_k4
 from .isa import KERNEL_PATH
 from .tile_dot import HI_SHIFT, LANES, TileFormat, make_tile_dot
@@ -275,7 +275,7 @@ def decode_q2_k(block, j, codes, small):
 @njit(cache=True)
 def decode_iq4_xs(block, j, codes, small):
     _nibbles(block, 8 + 16 * j, codes)
-    high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+    high = u16_at(block, 2)
     small[0] = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
 
 
@@ -476,13 +476,6 @@ NIBBLES, CRUMBS = np.uint32(0x0F0F0F0F), np.uint32(0x03030303)
 
 
 @njit(cache=True, inline="always")
-def _word(block, at):
-    """The little-endian 32-bit word at byte `at` of a block (any alignment)."""
-    return (np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8) | (np.uint32(block[at + 2]) << 16)
-            | (np.uint32(block[at + 3]) << 24))
-
-
-@njit(cache=True, inline="always")
 def _tile_words(pack_row, src, dst, layout):
     """The word packers' common loop: pack_row(block, record, words, row, layout) fills one row of a record
     (words: the record as 32-bit words) from that row's GGUF block."""
@@ -500,8 +493,8 @@ def _nibble_pairs(words, at, row, block, qs, shift):
     """4-bit codes kept as the low (shift 0) or high (shift 4) nibbles of 32 bytes, elements e and e + 16
     apart: tile vector k holds quad k in its low nibbles and quad k + 4 in its high ones."""
     for k in range(4):
-        low = (_word(block, qs + 4 * k) >> shift) & NIBBLES
-        high = (_word(block, qs + 16 + 4 * k) >> shift) & NIBBLES
+        low = (u32_at(block, qs + 4 * k) >> shift) & NIBBLES
+        high = (u32_at(block, qs + 16 + 4 * k) >> shift) & NIBBLES
         words[at + 16 * k + row] = low | (high << np.uint32(4))
 
 
@@ -509,7 +502,7 @@ def _nibble_pairs(words, at, row, block, qs, shift):
 def _copy_nibble_words(words, at, row, block, qs):
     """16 bytes of GGUF nibbles (elements e and e + 16 in byte e) are already a 4-bit tile plane's layout."""
     for k in range(4):
-        words[at + 16 * k + row] = _word(block, qs + 4 * k)
+        words[at + 16 * k + row] = u32_at(block, qs + 4 * k)
 
 
 @njit(cache=True, inline="always")
@@ -539,7 +532,7 @@ def _row_q5_k(block, record, words, r, layout):
         _nibble_pairs(words, at, r, block, 48 + 32 * (j >> 1), np.uint32(4 * (j & 1)))
         fifth = np.uint32(0)
         for quad in range(8):
-            fifth |= ((_word(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
+            fifth |= ((u32_at(block, 16 + 4 * quad) >> np.uint32(j)) & np.uint32(0x01010101)) << np.uint32(quad)
         words[at + 64 + r] = fifth
     _k_scales(block, record, r, layout)
 
@@ -555,7 +548,7 @@ def _row_q6_k(block, record, words, r, layout):
         for v in range(2):
             value = np.uint32(0)
             for quad in range(v, 8, 2):
-                value |= ((_word(block, 128 + 32 * half + 4 * quad) >> high_shift) & CRUMBS) << np.uint32(2 * (quad // 2))
+                value |= ((u32_at(block, 128 + 32 * half + 4 * quad) >> high_shift) & CRUMBS) << np.uint32(2 * (quad // 2))
             words[at + 64 + 16 * v + r] = value
         for h in range(2):
             record[stride * j + layout[5] + 16 * h + r] = block[192 + 2 * j + h]
@@ -565,7 +558,7 @@ def _row_q6_k(block, record, words, r, layout):
 @njit(cache=True, inline="always")
 def _row_iq4_xs(block, record, words, r, layout):
     stride = layout[9]
-    high = np.int32(block[2]) | (np.int32(block[3]) << 8)
+    high = u16_at(block, 2)
     for j in range(8):
         _copy_nibble_words(words, (stride * j) // 4, r, block, 8 + 16 * j)
         small = (((np.int32(block[4 + j // 2]) >> (4 * (j % 2))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32
@@ -576,7 +569,7 @@ def _row_iq4_xs(block, record, words, r, layout):
 @njit(cache=True, inline="always")
 def _row_q8_0(block, record, words, r, layout):
     for quad in range(8):
-        words[16 * quad + r] = _word(block, 2 + 4 * quad) ^ np.uint32(0x80808080)     # int8 + 128
+        words[16 * quad + r] = u32_at(block, 2 + 4 * quad) ^ np.uint32(0x80808080)     # int8 + 128
     record[layout[5] + 2 * r:layout[5] + 2 * r + 2] = block[0:2]
 
 

@@ -66,13 +66,14 @@ def perplexity(model, tokens, n_ctx=512, *, base=None, max_chunks=None, progress
         chunk_log_probs(base, tokens, n_ctx, n_chunks) if hasattr(base, "hp") else iter(base)
     result = PerplexityResult(n_ctx)
     started = time.perf_counter()
-    scored = chunk_nll(model, tokens, n_ctx, n_chunks) if base_chunks is None else \
-        ((targets, -logp[np.arange(len(targets)), targets], logp)
-         for targets, logp in chunk_log_probs(model, tokens, n_ctx, n_chunks))
-    for c, (targets, nll, *log_probs) in enumerate(scored):
+    if base_chunks is None:          # perplexity alone: no log-softmax over the whole vocabulary
+        scored = ((nll, None) for _, nll in chunk_nll(model, tokens, n_ctx, n_chunks))
+    else:
+        scored = ((-logp[np.arange(len(targets)), targets], logp)
+                  for targets, logp in chunk_log_probs(model, tokens, n_ctx, n_chunks))
+    for c, (nll, logp) in enumerate(scored):
         result.nll.extend(nll.tolist())
         if base_chunks is not None:
-            logp = log_probs[0]
             _, base_logp = next(base_chunks)
             p = np.exp(base_logp)
             result.kl.extend(np.sum(p * (base_logp - logp), axis=-1).tolist())

@@ -114,12 +114,11 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,mix", [("smollm2-135m-instruct", mix) for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS")]
-                         + [("gemma3-270m", "IQ2_XXS")])
+@pytest.mark.parametrize("model,mix", [(model, mix) for model in ("smollm2-135m-instruct", "gemma3-270m")
+                                       for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS", "Q4_0", "Q5_0")])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
-    weighted quantizers of: IQ2_XXS and IQ2_XS take weighted Q4_0 or Q5_0, Q2_K and IQ4_NL too; Gemma 3's IQ4 mixes
-    also need a weighted Q5_1, not there yet)."""
+    weighted quantizers of: besides their own type they take weighted Q4_0, Q4_1, Q5_0, Q5_1, Q2_K and IQ4_NL)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"

@@ -2,7 +2,7 @@
 --imatrix runs them, for the legacy and K formats (the grid and IQ4 types keep theirs in their own modules).
 
 Each weight of a block counts as qw * sqrt(sigma2 + x^2): qw from the importance matrix (its column's mean
-squared activation), sigma2 the mean square of the row (Q4_0, Q5_0) or super-block (Q2_K). The searches are ggml's,
+squared activation), sigma2 the mean square of the row (Q4_0, Q4_1, Q5_0, Q5_1) or super-block (Q2_K). The searches are ggml's,
 in float32 step for step (ggml-quants.c is compiled without FMA contraction, and so is this).
 """
 import numpy as np
@@ -120,42 +120,6 @@ def make_qx_quants_weighted(n, nmax, x, L, w):
     return scale
 
 
-@njit(cache=True, parallel=True)
-def _quantize_q4_0_q5_0(x, out, qw, nmax):
-    """quantize_row_q4_0_impl (nmax 8) and quantize_row_q5_0_impl (nmax 16, the fifth bits in qh): sigma2 over
-    the whole row."""
-    n_per_row = qw.size
-    block_bytes = 18 if nmax == 8 else 22
-    qs_at = 2 if nmax == 8 else 6
-    for r in prange(x.size // n_per_row):
-        row = x[r * n_per_row:(r + 1) * n_per_row]
-        L = np.zeros(32, np.int32)
-        weight = np.empty(32, np.float32)
-        sigma2 = sum_squares(row) / F32(n_per_row)
-        for ib in range(n_per_row // 32):
-            xb = row[32 * ib:32 * ib + 32]
-            importance_weights(xb, qw[32 * ib:32 * ib + 32], sigma2, weight)
-            d = make_qx_quants_weighted(32, nmax, xb, L, weight)
-            o = (r * (n_per_row // 32) + ib) * block_bytes
-            put_u16(out, o, fp32_to_fp16(d))
-            qh = np.uint32(0)
-            for j in range(16):
-                out[o + qs_at + j] = np.uint8((L[j] & 15) | ((L[j + 16] & 15) << 4))
-                qh |= np.uint32((L[j] >> 4) & 1) << np.uint32(j)
-                qh |= np.uint32((L[j + 16] >> 4) & 1) << np.uint32(j + 16)
-            if nmax == 16:
-                for k in range(4):
-                    out[o + 2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(255))
-
-
-def quantize_q4_0_weighted(x, out, weights):
-    _quantize_q4_0_q5_0(x, out, weights, 8)
-
-
-def quantize_q5_0_weighted(x, out, weights):
-    _quantize_q4_0_q5_0(x, out, weights, 16)
-
-
 @njit(cache=True, inline="always")
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
     """ggml's make_qkx3_quants with weights, squared error (use_mad false): (scale, -min), levels 0..nmax."""
@@ -210,6 +174,57 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
                 scale = this_scale
                 vmin = this_min
     return scale, -vmin
+
+
+@njit(cache=True, parallel=True)
+def _quantize_legacy(x, out, qw, nmax, with_min):
+    """quantize_row_q4_0/q5_0_impl (make_qx_quants, signed levels; nmax 8 or 16) and q4_1/q5_1_impl
+    (make_qkx3_quants, scale and min; nmax 15 or 31): sigma2 over the whole row; a fifth bit goes to qh."""
+    n_per_row = qw.size
+    five_bits = nmax > 15
+    qh_at = 4 if with_min else 2
+    qs_at = qh_at + (4 if five_bits else 0)
+    block_bytes = qs_at + 16
+    for r in prange(x.size // n_per_row):
+        row = x[r * n_per_row:(r + 1) * n_per_row]
+        L = np.zeros(32, np.int32)
+        Laux = np.zeros(32, np.int32)
+        weight = np.empty(32, np.float32)
+        sigma2 = sum_squares(row) / F32(n_per_row)
+        for ib in range(n_per_row // 32):
+            xb = row[32 * ib:32 * ib + 32]
+            importance_weights(xb, qw[32 * ib:32 * ib + 32], sigma2, weight)
+            o = (r * (n_per_row // 32) + ib) * block_bytes
+            if with_min:
+                d, minus_min = make_qkx3_quants(32, nmax, xb, weight, L, Laux, F32(-0.9), F32(0.05), 36)
+                put_u16(out, o + 2, fp32_to_fp16(-minus_min))
+            else:
+                d = make_qx_quants_weighted(32, nmax, xb, L, weight)
+            put_u16(out, o, fp32_to_fp16(d))
+            qh = np.uint32(0)
+            for j in range(16):
+                out[o + qs_at + j] = np.uint8((L[j] & 15) | ((L[j + 16] & 15) << 4))
+                qh |= np.uint32((L[j] >> 4) & 1) << np.uint32(j)
+                qh |= np.uint32((L[j + 16] >> 4) & 1) << np.uint32(j + 16)
+            if five_bits:
+                for k in range(4):
+                    out[o + qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(255))
+
+
+def quantize_q4_0_weighted(x, out, weights):
+    _quantize_legacy(x, out, weights, 8, False)
+
+
+def quantize_q4_1_weighted(x, out, weights):
+    _quantize_legacy(x, out, weights, 15, True)
+
+
+def quantize_q5_0_weighted(x, out, weights):
+    _quantize_legacy(x, out, weights, 16, False)
+
+
+def quantize_q5_1_weighted(x, out, weights):
+    _quantize_legacy(x, out, weights, 31, True)
 
 
 @njit(cache=True, parallel=True)

@@ -31,6 +31,14 @@ class BlockFormat:
         return n_per_row // self.block_size * self.type_size
 
 
+def _ignoring_weights(quantize):
+    """For the types whose llama.cpp quantizer takes an importance matrix and ignores it (Q8_0, the ternary and
+    FP4 types): the same bytes with or without one."""
+    def quantize_weighted(x, out, weights):
+        quantize(x, out)
+    return quantize_weighted
+
+
 def _row(qtype, quantize, dequantize, weighted=None):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     return BlockFormat(qtype, block_size, type_size, quantize, dequantize, weighted)
@@ -40,16 +48,16 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.F32, floats.quantize_f32, floats.dequantize_f32),
     _row(T.F16, floats.quantize_f16, floats.dequantize_f16),
     _row(T.BF16, floats.quantize_bf16, floats.dequantize_bf16),
-    _row(T.Q8_0, legacy.quantize_q8_0, legacy.dequantize_q8_0),
+    _row(T.Q8_0, legacy.quantize_q8_0, legacy.dequantize_q8_0, _ignoring_weights(legacy.quantize_q8_0)),
     _row(T.Q4_0, legacy.quantize_q4_0, legacy.dequantize_q4_0, weighted.quantize_q4_0_weighted),
     _row(T.Q4_1, legacy.quantize_q4_1, legacy.dequantize_q4_1, weighted.quantize_q4_1_weighted),
     _row(T.Q5_0, legacy.quantize_q5_0, legacy.dequantize_q5_0, weighted.quantize_q5_0_weighted),
     _row(T.Q5_1, legacy.quantize_q5_1, legacy.dequantize_q5_1, weighted.quantize_q5_1_weighted),
     _row(T.Q2_K, kquants.quantize_q2_k, kquants.dequantize_q2_k, weighted.quantize_q2_k_weighted),
-    _row(T.Q3_K, kquants.quantize_q3_k, kquants.dequantize_q3_k),
-    _row(T.Q4_K, kquants.quantize_q4_k, kquants.dequantize_q4_k),
-    _row(T.Q5_K, kquants.quantize_q5_k, kquants.dequantize_q5_k),
-    _row(T.Q6_K, kquants.quantize_q6_k, kquants.dequantize_q6_k),
+    _row(T.Q3_K, kquants.quantize_q3_k, kquants.dequantize_q3_k, weighted.quantize_q3_k_weighted),
+    _row(T.Q4_K, kquants.quantize_q4_k, kquants.dequantize_q4_k, weighted.quantize_q4_k_weighted),
+    _row(T.Q5_K, kquants.quantize_q5_k, kquants.dequantize_q5_k, weighted.quantize_q5_k_weighted),
+    _row(T.Q6_K, kquants.quantize_q6_k, kquants.dequantize_q6_k, weighted.quantize_q6_k_weighted),
     _row(T.IQ4_NL, iquants.quantize_iq4_nl, iquants.dequantize_iq4_nl, iquants.quantize_iq4_nl_weighted),
     _row(T.IQ4_XS, iquants.quantize_iq4_xs, iquants.dequantize_iq4_xs, iquants.quantize_iq4_xs_weighted),
     _row(T.IQ2_XXS, None, gridquants.dequantize_iq2_xxs, gridquants.quantize_iq2_xxs),
@@ -59,10 +67,10 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.IQ3_S, None, gridquants.dequantize_iq3_s),
     _row(T.IQ1_S, None, gridquants.dequantize_iq1_s),
     _row(T.IQ1_M, None, gridquants.dequantize_iq1_m),
-    _row(T.TQ1_0, ternary.quantize_tq1_0, ternary.dequantize_tq1_0),
-    _row(T.TQ2_0, ternary.quantize_tq2_0, ternary.dequantize_tq2_0),
-    _row(T.MXFP4, fp4.quantize_mxfp4, fp4.dequantize_mxfp4),
-    _row(T.NVFP4, fp4.quantize_nvfp4, fp4.dequantize_nvfp4),
+    _row(T.TQ1_0, ternary.quantize_tq1_0, ternary.dequantize_tq1_0, _ignoring_weights(ternary.quantize_tq1_0)),
+    _row(T.TQ2_0, ternary.quantize_tq2_0, ternary.dequantize_tq2_0, _ignoring_weights(ternary.quantize_tq2_0)),
+    _row(T.MXFP4, fp4.quantize_mxfp4, fp4.dequantize_mxfp4, _ignoring_weights(fp4.quantize_mxfp4)),
+    _row(T.NVFP4, fp4.quantize_nvfp4, fp4.dequantize_nvfp4, _ignoring_weights(fp4.quantize_nvfp4)),
 )}
 
 

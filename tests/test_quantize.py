@@ -115,10 +115,12 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model,mix", [(model, mix) for model in ("smollm2-135m-instruct", "gemma3-270m")
-                                       for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS", "Q4_0", "Q5_0")])
+                                       for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS", "Q4_0", "Q5_0",
+                                                   "Q2_K_S", "Q3_K_M", "Q4_K_M")])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
-    weighted quantizers of: besides their own type they take weighted Q4_0, Q4_1, Q5_0, Q5_1, Q2_K and IQ4_NL)."""
+    weighted quantizers of: besides their own type they take weighted Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K and IQ4_NL,
+    and Q8_0, whose quantizer ignores the matrix)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"
@@ -134,7 +136,7 @@ def test_cli_imatrix_options_and_refusals(f16_bases, tmp_path, capsys):
     matrix = str(DATA / "imatrix-smollm2-135m-instruct-llama.cpp.gguf")
     assert nibble(["quantize", base, out, "IQ2_XXS"]) == 1
     assert "needs an importance matrix" in capsys.readouterr().err
-    assert nibble(["quantize", "--imatrix", matrix, base, out, "Q3_K_M"]) == 1
+    assert nibble(["quantize", "--imatrix", matrix, base, out, "IQ3_S"]) == 1
     assert "with an importance matrix, which nibble cannot write yet" in capsys.readouterr().err
     assert nibble(["quantize", "--imatrix", matrix, "--include-weights", "ffn", "--exclude-weights", "attn",
                    base, out, "IQ4_XS"]) == 1

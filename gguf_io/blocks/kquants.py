@@ -213,7 +213,7 @@ def get_scale_min_k4(j, raw, o):
 
 
 @njit(cache=True, inline="always")
-def _put_scale_min_k4(out, o, scales_q, mins_q):
+def put_scale_min_k4(out, o, scales_q, mins_q):
     for j in range(8):
         ls, lm = scales_q[j], mins_q[j]
         if j < 4:
@@ -311,12 +311,50 @@ def _q3_scale(raw, o, j):
     return (low | (high << 4)) - 32
 
 
+@njit(cache=True, inline="always")
+def put_q3_scales(out, o, ls):
+    """The 16 6-bit scale levels (0..63, 32 meaning 0) into the 12-byte field at out[o + 96] (zeroed before)."""
+    for j in range(16):
+        if j < 8:
+            out[o + 96 + j] = np.uint8(ls[j] & 0xF)
+        else:
+            out[o + 96 + j - 8] |= np.uint8((ls[j] & 0xF) << 4)
+        out[o + 96 + 8 + j % 4] |= np.uint8((ls[j] >> 4) << (2 * (j // 4)))
+
+
+@njit(cache=True, inline="always")
+def pack_q3_k(xb, out, o, L):
+    """Levels again against the stored scales (where one is zero L keeps the search's), then the high bits
+    into hmask and the low two bits into qs."""
+    dall = get_f16(out, o + 108)
+    for j in range(16):
+        d = dall * F32(_q3_scale(out, o + 96, j))
+        if d == 0:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-4, min(3, nearest_int(xb[16 * j + ii] / d))) + 4
+    for k in range(32):
+        out[o + k] = 0
+    m = 0
+    hm = 1
+    for j in range(QK_K):
+        if L[j] > 3:
+            out[o + m] |= np.uint8(hm)
+            L[j] -= 4
+        m += 1
+        if m == 32:
+            m = 0
+            hm <<= 1
+    _pack_2bit(L, out, o + 32)
+
+
 @njit(cache=True, parallel=True)
 def quantize_q3_k(x, out):
     nb = x.size // QK_K
     for c in prange((nb + CHUNK - 1) // CHUNK):
         L = np.empty(QK_K, np.int32)
         scales = np.empty(16, np.float32)
+        ls = np.empty(16, np.int32)
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             xb = x[b * QK_K:(b + 1) * QK_K]
             o = b * 110
@@ -333,35 +371,12 @@ def quantize_q3_k(x, out):
             if max_scale != 0:
                 iscale = F32(-32.0) / max_scale
                 for j in range(16):
-                    l = max(-32, min(31, nearest_int(iscale * scales[j]))) + 32
-                    if j < 8:
-                        out[o + 96 + j] = np.uint8(l & 0xF)
-                    else:
-                        out[o + 96 + j - 8] |= np.uint8((l & 0xF) << 4)
-                    out[o + 96 + 8 + j % 4] |= np.uint8((l >> 4) << (2 * (j // 4)))
+                    ls[j] = max(-32, min(31, nearest_int(iscale * scales[j]))) + 32
+                put_q3_scales(out, o, ls)
                 put_u16(out, o + 108, fp32_to_fp16(F32(1.0) / iscale))
             else:
                 put_u16(out, o + 108, fp32_to_fp16(F32(0.0)))
-            dall = get_f16(out, o + 108)
-            for j in range(16):
-                d = dall * F32(_q3_scale(out, o + 96, j))
-                if d == 0:
-                    continue
-                for ii in range(16):
-                    L[16 * j + ii] = max(-4, min(3, nearest_int(xb[16 * j + ii] / d))) + 4
-            for k in range(32):
-                out[o + k] = 0
-            m = 0
-            hm = 1
-            for j in range(QK_K):
-                if L[j] > 3:
-                    out[o + m] |= np.uint8(hm)
-                    L[j] -= 4
-                m += 1
-                if m == 32:
-                    m = 0
-                    hm <<= 1
-            _pack_2bit(L, out, o + 32)
+            pack_q3_k(xb, out, o, L)
 
 
 @njit(cache=True, parallel=True)
@@ -421,13 +436,13 @@ def _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm):
     for j in range(8):
         ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
         lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-    _put_scale_min_k4(out, o + 4, ls, lm)
+    put_scale_min_k4(out, o + 4, ls, lm)
     put_u16(out, o, fp32_to_fp16(max_scale / F32(63.0)))
     put_u16(out, o + 2, fp32_to_fp16(max_min / F32(63.0)))
 
 
 @njit(cache=True, inline="always")
-def _requantize_scale_min(xb, out, o, nmax, L):
+def requantize_scale_min(xb, out, o, nmax, L):
     """Levels again against the scales as stored (f16 d times 6-bit scale)."""
     dall = get_f16(out, o)
     dmin = get_f16(out, o + 2)
@@ -439,6 +454,34 @@ def _requantize_scale_min(xb, out, o, nmax, L):
         dm = dmin * F32(m)
         for ii in range(32):
             L[32 * j + ii] = max(0, min(nmax, nearest_int((xb[32 * j + ii] + dm) / d)))
+
+
+@njit(cache=True, inline="always")
+def pack_q4_k(L, out, o):
+    for j in range(0, QK_K, 64):
+        for l in range(32):
+            out[o + 16 + j // 2 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 4))
+
+
+@njit(cache=True, inline="always")
+def pack_q5_k(L, out, o):
+    """The fifth bits into qh (two per 64 levels), the low four into qs."""
+    for k in range(32):
+        out[o + 16 + k] = 0
+    m1, m2 = 1, 2
+    for n in range(0, QK_K, 64):
+        for j in range(32):
+            l1 = L[n + j]
+            if l1 > 15:
+                l1 -= 16
+                out[o + 16 + j] |= np.uint8(m1)
+            l2 = L[n + j + 32]
+            if l2 > 15:
+                l2 -= 16
+                out[o + 16 + j] |= np.uint8(m2)
+            out[o + 48 + n // 2 + j] = np.uint8(l1 | (l2 << 4))
+        m1 <<= 2
+        m2 <<= 2
 
 
 @njit(cache=True, parallel=True)
@@ -461,10 +504,8 @@ def quantize_q4_k(x, out):
             max_scale, max_min = _quantize_scale_min_blocks(xb, 15, F32(-1.0), F32(0.1), 20,
                                                             L, xT, wT, LT, LauxT, st, scales, mins)
             _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
-            _requantize_scale_min(xb, out, o, 15, L)
-            for j in range(0, QK_K, 64):
-                for l in range(32):
-                    out[o + 16 + j // 2 + l] = np.uint8(L[j + l] | (L[j + l + 32] << 4))
+            requantize_scale_min(xb, out, o, 15, L)
+            pack_q4_k(L, out, o)
 
 
 @njit(cache=True, parallel=True)
@@ -505,23 +546,8 @@ def quantize_q5_k(x, out):
             max_scale, max_min = _quantize_scale_min_blocks(xb, 31, F32(-0.5), F32(0.1), 15,
                                                             L, xT, wT, LT, LauxT, st, scales, mins)
             _encode_scale_min(out, o, max_scale, max_min, scales, mins, ls, lm)
-            _requantize_scale_min(xb, out, o, 31, L)
-            for k in range(32):
-                out[o + 16 + k] = 0
-            m1, m2 = 1, 2
-            for n in range(0, QK_K, 64):
-                for j in range(32):
-                    l1 = L[n + j]
-                    if l1 > 15:
-                        l1 -= 16
-                        out[o + 16 + j] |= np.uint8(m1)
-                    l2 = L[n + j + 32]
-                    if l2 > 15:
-                        l2 -= 16
-                        out[o + 16 + j] |= np.uint8(m2)
-                    out[o + 48 + n // 2 + j] = np.uint8(l1 | (l2 << 4))
-                m1 <<= 2
-                m2 <<= 2
+            requantize_scale_min(xb, out, o, 31, L)
+            pack_q5_k(L, out, o)
 
 
 @njit(cache=True, parallel=True)
@@ -547,6 +573,27 @@ def dequantize_q5_k(raw, out):
 
 
 # ---------------------------------------------------------------- Q6_K
+
+@njit(cache=True, inline="always")
+def pack_q6_k(xb, out, o, L):
+    """Levels again against the stored d and int8 scales, then the low four bits into ql, the high two into qh."""
+    dall = get_f16(out, o + 208)
+    for j in range(16):
+        d = dall * F32(np.int8(out[o + 192 + j]))
+        if d == 0:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-32, min(31, nearest_int(xb[16 * j + ii] / d))) + 32
+    for half in range(2):
+        j = 128 * half
+        ql = o + 64 * half
+        qh = o + 128 + 32 * half
+        for l in range(32):
+            a, b_, c_, d_ = L[j + l], L[j + l + 32], L[j + l + 64], L[j + l + 96]
+            out[ql + l] = np.uint8((a & 0xF) | ((c_ & 0xF) << 4))
+            out[ql + l + 32] = np.uint8((b_ & 0xF) | ((d_ & 0xF) << 4))
+            out[qh + l] = np.uint8((a >> 4) | ((b_ >> 4) << 2) | ((c_ >> 4) << 4) | ((d_ >> 4) << 6))
+
 
 @njit(cache=True, parallel=True)
 def quantize_q6_k(x, out):
@@ -582,22 +629,7 @@ def quantize_q6_k(x, out):
             put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
             for ib in range(16):
                 out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
-            dall = get_f16(out, o + 208)
-            for j in range(16):
-                d = dall * F32(np.int8(out[o + 192 + j]))
-                if d == 0:
-                    continue
-                for ii in range(16):
-                    L[16 * j + ii] = max(-32, min(31, nearest_int(xb[16 * j + ii] / d))) + 32
-            for half in range(2):
-                j = 128 * half
-                ql = o + 64 * half
-                qh = o + 128 + 32 * half
-                for l in range(32):
-                    a, b_, c_, d_ = L[j + l], L[j + l + 32], L[j + l + 64], L[j + l + 96]
-                    out[ql + l] = np.uint8((a & 0xF) | ((c_ & 0xF) << 4))
-                    out[ql + l + 32] = np.uint8((b_ & 0xF) | ((d_ & 0xF) << 4))
-                    out[qh + l] = np.uint8((a >> 4) | ((b_ >> 4) << 2) | ((c_ >> 4) << 4) | ((d_ >> 4) << 6))
+            pack_q6_k(xb, out, o, L)
 
 
 @njit(cache=True, parallel=True)

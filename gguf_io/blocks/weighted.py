@@ -2,13 +2,17 @@
 --imatrix runs them, for the legacy and K formats (the grid and IQ4 types keep theirs in their own modules).
 
 Each weight of a block counts as qw * sqrt(sigma2 + x^2): qw from the importance matrix (its column's mean
-squared activation), sigma2 the mean square of the row (Q4_0, Q4_1, Q5_0, Q5_1) or super-block (Q2_K). The searches are ggml's,
-in float32 step for step (ggml-quants.c is compiled without FMA contraction, and so is this).
+squared activation), sigma2 the mean square of the row (Q4_0, Q4_1, Q5_0, Q5_1), of the super-block (Q2_K) or
+twice that (Q3_K, Q4_K, Q5_K); Q6_K weighs by qw alone. The searches are ggml's,
+in float32 step for step (ggml-quants.c is compiled without FMA contraction, and so is this). The K types share
+their block packers with kquants.py; only the searches differ.
 """
 import numpy as np
 from numba import njit, prange
 
 from .bits import F32, fp16_to_fp32, fp32_to_fp16, nearest_int, put_u16, signed_absmax
+from .kquants import (pack_q3_k, pack_q4_k, pack_q5_k, pack_q6_k, put_q3_scales, put_scale_min_k4,
+                      requantize_scale_min)
 
 GROUP_MAX_EPS = F32(1e-15)
 
@@ -19,6 +23,15 @@ def sum_squares(x):
     total = F32(0.0)
     for v in x:
         total += v * v
+    return total
+
+
+@njit(cache=True, inline="always")
+def sum_of(x):
+    """sum x in float32, in order (ggml's sumw)."""
+    total = F32(0.0)
+    for v in x:
+        total += v
     return total
 
 
@@ -246,8 +259,7 @@ def _quantize_q2_k(x, out, qw):
         sigma2 = sum_squares(xb) / F32(256)
         for j in range(16):
             importance_weights(xb[16 * j:16 * j + 16], qwb[16 * j:16 * j + 16], sigma2, weight)
-            for l in range(16):
-                sw[j] += weight[l]
+            sw[j] = sum_of(weight)
             scales[j], mins[j] = make_qkx3_quants(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
                                                   F32(-0.9), F32(0.05), 36)
         dm = make_qp_quants(16, 15, scales, Ls, sw)
@@ -273,3 +285,114 @@ def _quantize_q2_k(x, out, qw):
 
 def quantize_q2_k_weighted(x, out, weights):
     _quantize_q2_k(x, out, weights)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_q3_k(x, out, qw):
+    """quantize_row_q3_K_impl: per 16 a weighted signed scale (make_qx_quants, 8 levels), the 16 scales to 6 bits
+    by make_qx_quants weighted by each group's total weight, the levels chosen again against them."""
+    per_row = qw.size // 256
+    for b in prange(x.size // 256):
+        xb, o = x[256 * b:256 * b + 256], 110 * b
+        qwb = qw[256 * (b % per_row):256 * (b % per_row) + 256]
+        L = np.zeros(256, np.int32)
+        Ls = np.zeros(16, np.int32)
+        scales = np.zeros(16, np.float32)
+        sw = np.zeros(16, np.float32)
+        weight = np.empty(16, np.float32)
+        sigma2 = F32(2.0) * sum_squares(xb) / F32(256)
+        for j in range(16):
+            importance_weights(xb[16 * j:16 * j + 16], qwb[16 * j:16 * j + 16], sigma2, weight)
+            sw[j] = sum_of(weight)
+            scales[j] = make_qx_quants_weighted(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], weight)
+        for k in range(12):
+            out[o + 96 + k] = 0
+        d_block = make_qx_quants_weighted(16, 32, scales, Ls, sw)
+        put_q3_scales(out, o, Ls)
+        put_u16(out, o + 108, fp32_to_fp16(d_block))
+        pack_q3_k(xb, out, o, L)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_q4_k_q5_k(x, out, qw, nmax):
+    """quantize_row_q4_K_impl (nmax 15) and q5_K_impl (31): per 32 a weighted scale and min (make_qkx3_quants),
+    both to 6 bits by make_qp_quants weighted by each group's total weight, the levels chosen again."""
+    per_row = qw.size // 256
+    block_bytes = 144 if nmax == 15 else 176
+    for b in prange(x.size // 256):
+        xb, o = x[256 * b:256 * b + 256], block_bytes * b
+        qwb = qw[256 * (b % per_row):256 * (b % per_row) + 256]
+        L = np.zeros(256, np.int32)
+        Laux = np.zeros(32, np.int32)
+        scales = np.zeros(8, np.float32)
+        mins = np.zeros(8, np.float32)
+        sw = np.zeros(8, np.float32)
+        weight = np.empty(32, np.float32)
+        Ls = np.zeros(8, np.uint8)
+        Lm = np.zeros(8, np.uint8)
+        sigma2 = F32(2.0) * sum_squares(xb) / F32(256)
+        for j in range(8):
+            importance_weights(xb[32 * j:32 * j + 32], qwb[32 * j:32 * j + 32], sigma2, weight)
+            sw[j] = sum_of(weight)
+            scales[j], mins[j] = make_qkx3_quants(32, nmax, xb[32 * j:32 * j + 32], weight, L[32 * j:32 * j + 32],
+                                                  Laux, F32(-0.9), F32(0.05), 36)
+        d_block = make_qp_quants(8, 63, scales, Ls, sw)
+        m_block = make_qp_quants(8, 63, mins, Lm, sw)
+        if nmax == 31:                      # Q5_K clamps a wrapped level (255), Q4_K stores its bits as they are
+            for j in range(8):
+                Ls[j] = min(63, Ls[j])
+                Lm[j] = min(63, Lm[j])
+        for k in range(12):
+            out[o + 4 + k] = 0
+        put_scale_min_k4(out, o + 4, Ls, Lm)
+        put_u16(out, o, fp32_to_fp16(d_block))
+        put_u16(out, o + 2, fp32_to_fp16(m_block))
+        requantize_scale_min(xb, out, o, nmax, L)
+        if nmax == 15:
+            pack_q4_k(L, out, o)
+        else:
+            pack_q5_k(L, out, o)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_q6_k(x, out, qw):
+    """quantize_row_q6_K_impl: per 16 make_qx_quants weighted by the matrix alone (no sigma2 term), the scales to
+    int8 against the largest, the levels chosen again."""
+    per_row = qw.size // 256
+    for b in prange(x.size // 256):
+        xb, o = x[256 * b:256 * b + 256], 210 * b
+        qwb = qw[256 * (b % per_row):256 * (b % per_row) + 256]
+        L = np.zeros(256, np.int32)
+        scales = np.zeros(16, np.float32)
+        max_scale = F32(0.0)
+        max_abs_scale = F32(0.0)
+        for ib in range(16):
+            scales[ib] = make_qx_quants_weighted(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16],
+                                                 qwb[16 * ib:16 * ib + 16])
+            if abs(scales[ib]) > max_abs_scale:
+                max_abs_scale = abs(scales[ib])
+                max_scale = scales[ib]
+        if max_abs_scale < GROUP_MAX_EPS:
+            out[o:o + 210] = 0
+            continue
+        iscale = F32(-128.0) / max_scale
+        put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
+        for ib in range(16):
+            out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
+        pack_q6_k(xb, out, o, L)
+
+
+def quantize_q3_k_weighted(x, out, weights):
+    _quantize_q3_k(x, out, weights)
+
+
+def quantize_q4_k_weighted(x, out, weights):
+    _quantize_q4_k_q5_k(x, out, weights, 15)
+
+
+def quantize_q5_k_weighted(x, out, weights):
+    _quantize_q4_k_q5_k(x, out, weights, 31)
+
+
+def quantize_q6_k_weighted(x, out, weights):
+    _quantize_q6_k(x, out, weights)

@@ -121,15 +121,19 @@ def test_weighted_grid_quantizers_are_byte_identical_to_llama_quantize(mix, qtyp
 def test_odd_shapes_round_trip(qtype, shape):
     rng = np.random.default_rng(sum(shape))
     x = (rng.standard_normal(shape) * rng.uniform(1e-3, 10, shape[:-1] + (1,))).astype(np.float32)
-    x.reshape(-1)[: 64] = 0                      # an all-zero block
+    grid = qtype in GRID_TERNARY_FP4[:7]          # the i-quant grids have no zero point: a zero group inside a block
+    if not grid:                                  # comes back as the smallest one (and IQ3_S misplaces the block's
+        x.reshape(-1)[: 64] = 0                  # next groups), as in llama.cpp; a test on zeros means nothing there
     x.reshape(-1)[100] = 300.0                   # an outlier
     q = quantize(x, qtype)
     assert q.dtype == np.uint8 and q.shape == x.shape[:-1] + (FORMATS[qtype].row_bytes(x.shape[-1]),)
     d = dequantize(q, qtype, x.shape)
     assert np.array_equal(bits(d), bits(quants.dequantize(q, qtype)))
-    assert np.all(d.reshape(-1)[:64] == 0)
+    if not grid:
+        assert np.all(d.reshape(-1)[:64] == 0)
     ternary = qtype in (T.TQ1_0, T.TQ2_0)     # 3 levels: Gaussian rows lose much, ternary rows nothing
-    assert relative_rmse(d, x) < (0.9 if ternary else 0.35)
+    # the grid types' 4-bit group scales run from the largest: the outlier flattens the rest of its super-block
+    assert relative_rmse(d, x) < (0.9 if ternary else 0.65 if grid else 0.35)
     if ternary:
         t = rng.integers(-1, 2, shape).astype(np.float32) * np.float32(0.125)
         t.reshape(-1)[::256] = 0.125              # every block's amax is the scale

@@ -20,7 +20,7 @@ CASES = json.loads((DATA / "quantize-mixes.json").read_text())
 MODELS = list(CASES)
 # every mix of SmolLM2 byte for byte; Gemma's larger file for the mixes people use most
 FILE_CHECKS = [("smollm2-135m-instruct", mix) for mix in MIXES if mix in CASES["smollm2-135m-instruct"]["mixes"]] + \
-              [("gemma3-270m", mix) for mix in ("Q4_K_M", "Q8_0", "Q3_K_M", "IQ4_XS", "TQ1_0")]
+              [("gemma3-270m", mix) for mix in ("Q4_K_M", "Q8_0", "Q3_K_M", "IQ4_XS", "IQ3_M", "TQ1_0")]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -114,13 +114,14 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,mix", [(model, mix) for model in ("smollm2-135m-instruct", "gemma3-270m")
-                                       for mix in ("IQ4_XS", "IQ4_NL", "IQ2_XXS", "IQ2_XS", "Q4_0", "Q5_0",
-                                                   "Q2_K_S", "Q3_K_M", "Q4_K_M")])
+IMATRIX_MIXES = ("IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+                 "Q2_K_S", "Q3_K_M", "Q4_K_M", "Q4_0", "Q5_0")
+
+
+@pytest.mark.parametrize("model,mix", [(model, mix) for model in MODELS for mix in IMATRIX_MIXES])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
-    """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors (the mixes nibble has all the
-    weighted quantizers of: besides their own type they take weighted Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K and IQ4_NL,
-    and Q8_0, whose quantizer ignores the matrix)."""
+    """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors, every tensor of every mix
+    recorded except those nibble has no weighted quantizer for yet (IQ2_M, IQ1_S, IQ1_M: IQ2_S and IQ1)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"
@@ -129,6 +130,7 @@ def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
         assert tensor_digest(f) == CASES[model]["imatrix_mixes"][mix]["digest"]
         assert f.metadata["quantize.imatrix.entries_count"] == len(read_imatrix(matrix_path).entries)
         assert f.metadata["quantize.imatrix.chunks_count"] == 16
+    out.unlink()
 
 
 def test_cli_imatrix_options_and_refusals(f16_bases, tmp_path, capsys):
@@ -136,7 +138,7 @@ def test_cli_imatrix_options_and_refusals(f16_bases, tmp_path, capsys):
     matrix = str(DATA / "imatrix-smollm2-135m-instruct-llama.cpp.gguf")
     assert nibble(["quantize", base, out, "IQ2_XXS"]) == 1
     assert "needs an importance matrix" in capsys.readouterr().err
-    assert nibble(["quantize", "--imatrix", matrix, base, out, "IQ3_S"]) == 1
+    assert nibble(["quantize", "--imatrix", matrix, base, out, "IQ1_M"]) == 1
     assert "with an importance matrix, which nibble cannot write yet" in capsys.readouterr().err
     assert nibble(["quantize", "--imatrix", matrix, "--include-weights", "ffn", "--exclude-weights", "attn",
                    base, out, "IQ4_XS"]) == 1

@@ -168,26 +168,29 @@ def dequantize_iq1_m(raw, out):
 
 
 # ---------------------------------------------------------------- quantizers (importance-weighted, as llama.cpp)
-# ggml-quants.c's iq2xs_init_impl: each grid point as 8 odd positions 2l + 1 (l = magnitude index 0..2); a map
-# from every 2-bit-per-weight point (l in 0..3) to its grid index, or for points off the grid to the list of
-# grid points at its `nwant` smallest squared distances (ties by grid index), which the search tries instead.
+# ggml-quants.c's iq2xs_init_impl / iq3xs_init_impl: each grid point as its odd positions 2l + 1 (l = magnitude
+# index); a map from every point with `bits` bits per weight to its grid index, or for points off the grid to the
+# list of grid points at its `nwant` smallest squared distances (ties by grid index), which the search tries
+# instead. IQ2: 8 weights of 2 bits (l <= 2 on the grid), IQ3: 4 weights of 3 bits.
 
-KMAP_SIZE = 43692          # 1 + the largest 8-digit base-4 point with digits <= 2 (0x aaaa: 43690)
+IQ2_KMAP_SIZE = 43692      # ggml's: 1 + the largest 8-digit base-4 point with digits <= 2 (0xaaaa: 43690)
+IQ3_KMAP_SIZE = 4096       # every 4-digit base-8 point
 
 
-def _iq2_tables(grid, magnitudes, nwant):
-    """(positions (entries, 8) int8, kmap (KMAP_SIZE,) int32, neighbours uint16): llama.cpp's tables."""
-    levels = np.searchsorted(np.array(magnitudes), grid).astype(np.int64)          # (entries, 8) of 0..2
+def _grid_tables(grid, nwant, bits, kmap_size):
+    """(positions (entries, n) int8, kmap (kmap_size,) int32, neighbours uint16): llama.cpp's tables."""
+    n = grid.shape[1]
+    levels = np.searchsorted(np.unique(grid), grid).astype(np.int64)            # (entries, n) magnitude index
     positions = (2 * levels + 1).astype(np.int8)
-    index = (levels << (2 * np.arange(8))).sum(axis=1)
+    index = (levels << (bits * np.arange(n))).sum(axis=1)
     assert np.all(np.diff(index) > 0), "grid order differs from llama.cpp's"
-    kmap = np.full(KMAP_SIZE, -1, np.int64)
+    kmap = np.full(kmap_size, -1, np.int64)
     kmap[index] = np.arange(len(grid))
     off_grid = np.nonzero(kmap < 0)[0]
     grid_points = positions.astype(np.float32)
     lists = []
     for first in range(0, off_grid.size, 4096):          # a slice of points at a time: the distances of all
-        lists.extend(_neighbour_lists(off_grid[first:first + 4096], grid_points, nwant))   # would take 0.5 GB
+        lists.extend(_neighbour_lists(off_grid[first:first + 4096], grid_points, nwant, bits))   # take 0.5 GB
     counts = np.array([len(chosen) for chosen in lists])
     starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])       # each list: its count, then the indices
     flat = np.empty(int((counts + 1).sum()), np.int64)
@@ -199,10 +202,11 @@ def _iq2_tables(grid, magnitudes, nwant):
     return positions, kmap.astype(np.int32), flat.astype(np.uint16)
 
 
-def _neighbour_lists(points_index, grid_points, nwant):
+def _neighbour_lists(points_index, grid_points, nwant, bits):
     """For each off-grid point, the grid indices at its nwant smallest distinct squared distances, nearest first
     (ties by index, as ggml's qsort on (distance, index))."""
-    points = (2 * ((points_index[:, None] >> (2 * np.arange(8))) & 3) + 1).astype(np.float32)
+    n = grid_points.shape[1]
+    points = (2 * ((points_index[:, None] >> (bits * np.arange(n))) & ((1 << bits) - 1)) + 1).astype(np.float32)
     d2 = ((points ** 2).sum(1)[:, None] + (grid_points ** 2).sum(1)[None, :]
           - 2 * points @ grid_points.T).astype(np.int32)        # small integers: exact in float32
     order = np.argsort(d2, axis=1, kind="stable")
@@ -219,24 +223,25 @@ _TABLES = {}
 
 def iq2_xxs_tables():
     if "iq2_xxs" not in _TABLES:
-        _TABLES["iq2_xxs"] = _iq2_tables(GRID_IQ2_XXS, (8, 25, 43), 2)
+        _TABLES["iq2_xxs"] = _grid_tables(GRID_IQ2_XXS, 2, 2, IQ2_KMAP_SIZE)
     return _TABLES["iq2_xxs"]
 
 
 @njit(cache=True, inline="always")
 def _best_neighbour(neighbours, at, positions, xval, weight, scale, L):
-    """iq2_find_best_neighbour: the listed grid point nearest (weighted) to xval at `scale`; its levels into L."""
+    """iq2/iq3_find_best_neighbour: the listed grid point nearest (weighted) to xval at `scale`; its levels
+    into L."""
     best_d2 = np.float32(np.inf)
     best = -1
     for j in range(1, np.int32(neighbours[at]) + 1):
         g = np.int32(neighbours[at + j])
         d2 = F32(0.0)
-        for i in range(8):
+        for i in range(xval.size):
             diff = scale * F32(positions[g, i]) - xval[i]
             d2 += weight[i] * diff * diff
         if d2 < best_d2:
             best_d2, best = d2, g
-    for i in range(8):
+    for i in range(xval.size):
         L[i] = (positions[best, i] - 1) // 2
     return best
 
@@ -266,11 +271,10 @@ def _fit(weight, xval, levels):
 
 
 @njit(cache=True, inline="always")
-def _weights_and_signs(xb, qw, sigma2, weight, waux, xval, block_signs):
-    """The IQ2 searches' start on one group of 8 * len(block_signs) weights: weights qw * sqrt(sigma2 + x^2)
-    (and their square roots for the neighbour search), |x|, and per 8 the signs, kept even in number by
-    flipping the one that costs least (the grids' sign codes hold 7 bits; the 8th is the parity)."""
-    importance_weights(xb, qw, sigma2, weight)
+def _magnitudes_and_signs(xb, weight, waux, xval, block_signs, even):
+    """The grid searches' start on one group of 8 * len(block_signs) weights: the square roots of the weights
+    (for the neighbour search), |x|, and per 8 the sign bits; with `even` their count is made even by flipping
+    the one that costs least (IQ2_XXS/IQ2_XS/IQ3_XXS sign codes hold 7 bits; the 8th is the parity)."""
     for i in range(xb.size):
         waux[i] = np.sqrt(weight[i])
     for k in range(block_signs.size):
@@ -283,7 +287,7 @@ def _weights_and_signs(xb, qw, sigma2, weight, waux, xval, block_signs):
                 xval[8 * k + i] = -xb[8 * k + i]
                 nflip += 1
                 s |= 1 << i
-        if nflip % 2:
+        if even and nflip % 2:
             imin = 0
             smallest = weight[8 * k] * xb[8 * k] * xb[8 * k]
             for i in range(1, 8):
@@ -292,7 +296,7 @@ def _weights_and_signs(xb, qw, sigma2, weight, waux, xval, block_signs):
                     smallest, imin = ax, i
             xval[8 * k + imin] = -xval[8 * k + imin]
             s ^= 1 << imin
-        block_signs[k] = s & 127
+        block_signs[k] = s & 127 if even else s
 
 
 @njit(cache=True, parallel=True)
@@ -316,7 +320,8 @@ def _quantize_iq2_xxs(x, out, quant_weights, positions, kmap, neighbours):
         sigma2 = sum_squares(xbl) / F32(256)
         for ib in range(8):
             xb = xbl[32 * ib:32 * ib + 32]
-            _weights_and_signs(xb, qwb[32 * ib:32 * ib + 32], sigma2, weight, waux, xval, block_signs)
+            importance_weights(xb, qwb[32 * ib:32 * ib + 32], sigma2, weight)
+            _magnitudes_and_signs(xb, weight, waux, xval, block_signs, True)
             vmax = xval[0]
             for i in range(1, 32):
                 vmax = max(vmax, xval[i])
@@ -390,7 +395,7 @@ def quantize_iq2_xxs(x, out, quant_weights):
 
 def iq2_xs_tables():
     if "iq2_xs" not in _TABLES:
-        _TABLES["iq2_xs"] = _iq2_tables(GRID_IQ2_XS, (8, 25, 43), 2)
+        _TABLES["iq2_xs"] = _grid_tables(GRID_IQ2_XS, 2, 2, IQ2_KMAP_SIZE)
     return _TABLES["iq2_xs"]
 
 
@@ -416,7 +421,8 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
         sigma2 = sum_squares(xbl) / F32(256)
         for ib in range(16):
             xb = xbl[16 * ib:16 * ib + 16]
-            _weights_and_signs(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight, waux, xval, block_signs)
+            importance_weights(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight)
+            _magnitudes_and_signs(xb, weight, waux, xval, block_signs, True)
             vmax = xval[0]
             for i in range(1, 16):
                 vmax = max(vmax, xval[i])
@@ -489,3 +495,147 @@ def _quantize_iq2_xs(x, out, quant_weights, positions, kmap, neighbours):
 def quantize_iq2_xs(x, out, quant_weights):
     positions, kmap, neighbours = iq2_xs_tables()
     _quantize_iq2_xs(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)
+
+
+def iq3_tables(grid_size):
+    """iq3xs_init_impl's tables for the 256-point (IQ3_XXS, 2 neighbour distances) or 512-point grid (IQ3_S, 3)."""
+    key = f"iq3_{grid_size}"
+    if key not in _TABLES:
+        grid = GRID_IQ3_XXS if grid_size == 256 else GRID_IQ3_S
+        _TABLES[key] = _grid_tables(grid, 2 if grid_size == 256 else 3, 3, IQ3_KMAP_SIZE)
+    return _TABLES[key]
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq3(x, out, quant_weights, weighted, xxs, positions, kmap, neighbours):
+    """quantize_row_iq3_xxs_impl (xxs) and quantize_row_iq3_s_impl: per 32 weights a scale searched over 31
+    (XXS) or 19 (S) trial steps, 4-weight grid points (off-grid ones replaced by their best listed neighbour),
+    then 4-bit scales against the largest. Without weights each weight counts as x^2, as llama.cpp's.
+    IQ3_S keeps llama.cpp's cursor quirk: a group of zeros does not advance where the next group's grid
+    indices and signs go."""
+    block_bytes = 98 if xxs else 110
+    per_row = max(1, quant_weights.size // 256)
+    max_q = 8
+    for b in prange(x.size // 256):
+        xbl, blk = x[256 * b:256 * b + 256], out[block_bytes * b:block_bytes * (b + 1)]
+        weight = np.empty(32, np.float32)
+        waux = np.empty(32, np.float32)
+        xval = np.empty(32, np.float32)
+        L = np.zeros(32, np.int32)
+        Laux = np.zeros(32, np.int32)
+        on_grid = np.ones(8, np.bool_)
+        on_grid_aux = np.ones(8, np.bool_)
+        block_signs = np.zeros(4, np.int32)
+        scales = np.zeros(8, np.float32)
+        blk[:] = 0
+        max_scale = F32(0.0)
+        sigma2 = F32(2.0) * sum_squares(xbl) / F32(256)
+        qs_at, signs_at = 2, 74
+        for ib in range(8):
+            xb = xbl[32 * ib:32 * ib + 32]
+            if weighted:
+                o = 256 * (b % per_row) + 32 * ib
+                importance_weights(xb, quant_weights[o:o + 32], sigma2, weight)
+            else:
+                for i in range(32):
+                    weight[i] = xb[i] * xb[i]
+            _magnitudes_and_signs(xb, weight, waux, xval, block_signs, xxs)
+            vmax = xval[0]
+            for i in range(1, 32):
+                vmax = max(vmax, xval[i])
+            L[:] = 0
+            if (xxs and vmax < F32(1e-8)) or vmax == 0:
+                scales[ib] = 0
+                continue
+            best = F32(0.0)
+            scale = vmax / F32(2 * max_q - 1)
+            on_grid[:] = xxs
+            steps = 15 if xxs else 9
+            for step in range(-steps, steps + 1):
+                inverse = (F32(2 * max_q - 1) + F32(step) * F32(0.2)) / vmax
+                this_scale = F32(1.0) / inverse
+                for k in range(8):
+                    u = 0
+                    for i in range(4):
+                        l = nearest_int(F32(0.5) * (inverse * xval[4 * k + i] - F32(1.0)))
+                        Laux[4 * k + i] = max(0, min(max_q - 1, l))
+                        u |= Laux[4 * k + i] << (3 * i)
+                    on_grid_aux[k] = kmap[u] >= 0
+                    if not on_grid_aux[k]:
+                        _best_neighbour(neighbours, -kmap[u] - 1, positions, xval[4 * k:4 * k + 4],
+                                        waux[4 * k:4 * k + 4], this_scale, Laux[4 * k:4 * k + 4])
+                sumqx, sumq2 = _fit(weight, xval, Laux)
+                if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    L[:] = Laux
+                    on_grid[:] = on_grid_aux
+            if not on_grid.all() and scale > 0:
+                inverse = F32(1.0) / scale
+                for k in range(8):
+                    if xxs and on_grid[k]:
+                        continue
+                    u = 0
+                    for i in range(4):
+                        l = max(0, min(max_q - 1, nearest_int(F32(0.5) * (inverse * xval[4 * k + i] - F32(1.0)))))
+                        u |= l << (3 * i)
+                    g = kmap[u]
+                    if g < 0:
+                        g = _best_neighbour(neighbours, -g - 1, positions, xval[4 * k:4 * k + 4],
+                                            waux[4 * k:4 * k + 4], scale, L[4 * k:4 * k + 4])
+                    for i in range(4):
+                        L[4 * k + i] = (positions[g, i] - 1) // 2
+                sumqx, sumq2 = _fit(weight, xval, L)
+                if sumq2 > 0:
+                    scale = sumqx / sumq2
+            if scale < 0:
+                scale = -scale
+                for k in range(4):
+                    block_signs[k] = ~block_signs[k] & (127 if xxs else 255)
+            for k in range(8):
+                u = 0
+                for i in range(4):
+                    u |= L[4 * k + i] << (3 * i)
+                g = kmap[u]
+                if xxs:
+                    blk[2 + 8 * ib + k] = np.uint8(g)
+                else:
+                    blk[qs_at + k] = np.uint8(g & 255)
+                    blk[66 + ib] |= np.uint8((g >> 8) << k)
+            if xxs:
+                put_u32(blk, 66 + 4 * ib, np.uint32(block_signs[0] | (block_signs[1] << 7) | (block_signs[2] << 14)
+                                                    | (block_signs[3] << 21)))
+            else:
+                qs_at += 8
+                for k in range(4):
+                    blk[signs_at + k] = np.uint8(block_signs[k])
+                signs_at += 4
+            scales[ib] = scale
+            max_scale = max(max_scale, scale)
+        if max_scale == 0:
+            if xxs:
+                blk[:] = 0
+            continue
+        d = max_scale / F32(31)
+        put_u16(blk, 0, fp32_to_fp16(d * (F32(1.0125) if xxs else F32(1.033))))
+        inverse = F32(1.0) / d
+        for ib in range(8):
+            l = max(0, min(15, nearest_int(F32(0.5) * (inverse * scales[ib] - F32(1.0)))))
+            if xxs:
+                put_u32(blk, 66 + 4 * ib, get_u32(blk, 66 + 4 * ib) | (np.uint32(l) << np.uint32(28)))
+            else:
+                blk[106 + ib // 2] |= np.uint8(l << (4 * (ib % 2)))
+
+
+def _iq3_quantizer(grid_size, weighted):
+    def quantize(x, out, quant_weights=None):
+        positions, kmap, neighbours = iq3_tables(grid_size)
+        qw = np.ascontiguousarray(quant_weights, np.float32) if weighted else np.zeros(0, np.float32)
+        _quantize_iq3(x, out, qw, weighted, grid_size == 256, positions, kmap, neighbours)
+    return quantize
+
+
+quantize_iq3_xxs = _iq3_quantizer(256, False)
+quantize_iq3_xxs_weighted = _iq3_quantizer(256, True)
+quantize_iq3_s = _iq3_quantizer(512, False)
+quantize_iq3_s_weighted = _iq3_quantizer(512, True)

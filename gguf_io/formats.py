@@ -62,7 +62,7 @@ FORMATS: dict[T, BlockFormat] = {row.type: row for row in (
     _row(T.IQ4_XS, iquants.quantize_iq4_xs, iquants.dequantize_iq4_xs, iquants.quantize_iq4_xs_weighted),
     _row(T.IQ2_XXS, None, gridquants.dequantize_iq2_xxs, gridquants.quantize_iq2_xxs),
     _row(T.IQ2_XS, None, gridquants.dequantize_iq2_xs, gridquants.quantize_iq2_xs),
-    _row(T.IQ2_S, None, gridquants.dequantize_iq2_s),
+    _row(T.IQ2_S, None, gridquants.dequantize_iq2_s, gridquants.quantize_iq2_s),
     _row(T.IQ3_XXS, gridquants.quantize_iq3_xxs, gridquants.dequantize_iq3_xxs, gridquants.quantize_iq3_xxs_weighted),
     _row(T.IQ3_S, gridquants.quantize_iq3_s, gridquants.dequantize_iq3_s, gridquants.quantize_iq3_s_weighted),
     _row(T.IQ1_S, None, gridquants.dequantize_iq1_s),

@@ -114,14 +114,14 @@ def test_cli_quantize(smollm2_path, tmp_path, capsys):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-IMATRIX_MIXES = ("IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+IMATRIX_MIXES = ("IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS",
                  "Q2_K_S", "Q3_K_M", "Q4_K_M", "Q4_0", "Q5_0")
 
 
 @pytest.mark.parametrize("model,mix", [(model, mix) for model in MODELS for mix in IMATRIX_MIXES])
 def test_imatrix_files_equal_llama_quantize(model, mix, f16_bases, tmp_path):
     """--imatrix with llama-imatrix's matrix: llama-quantize --imatrix's tensors, every tensor of every mix
-    recorded except those nibble has no weighted quantizer for yet (IQ2_M, IQ1_S, IQ1_M: IQ2_S and IQ1)."""
+    recorded except those nibble has no weighted quantizer for yet (IQ1_S, IQ1_M)."""
     from runtime.imatrix import read_imatrix
     matrix_path = DATA / f"imatrix-{model}-llama.cpp.gguf"
     out = tmp_path / f"{mix}.gguf"

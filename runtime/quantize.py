@@ -241,15 +241,15 @@ def check_writable(plan, mix, imatrix=None):
         raise ValueError(f"the {mix.name} mix needs an importance matrix (without one llama.cpp's very-low-bit "
                          f"types give garbage); make one with nibble imatrix -m MODEL -f TEXT -o FILE and pass "
                          f"--imatrix FILE")
+    if needs:
+        raise ValueError(f"the importance matrix has no entry for {needs[0]} ({plan.types[needs[0]].name} needs one); "
+                         f"was it made from this model, and kept by --include-weights/--exclude-weights?")
     missing = sorted({qtype.name for name, qtype in plan.types.items() if qtype not in FLOAT_TYPES
                       and not (can_write_weighted(qtype) if name in entries else can_write(qtype))})
     if missing:
         how = "with an importance matrix" if entries else "without an importance matrix"
         raise ValueError(f"the {mix.name} mix needs {', '.join(missing)} {how}, which nibble cannot write yet; "
                          f"quantize with llama-quantize, or pick another type (nibble quantize --help)")
-    if needs:
-        raise ValueError(f"the importance matrix has no entry for {needs[0]} ({plan.types[needs[0]].name} needs one); "
-                         f"was it made from this model?")
 
 
 def filter_imatrix(imatrix, include=(), exclude=()):

@@ -661,3 +661,286 @@ quantize_iq3_xxs = _iq3_quantizer(256, False)
 quantize_iq3_xxs_weighted = _iq3_quantizer(256, True)
 quantize_iq3_s = _iq3_quantizer(512, False)
 quantize_iq3_s_weighted = _iq3_quantizer(512, True)
+
+
+# ---------------------------------------------------------------- IQ1_S, IQ1_M: three levels -1, 0, 1 plus a shift
+IQ1_X_PLUS = np.array([-1 + IQ1_DELTA, IQ1_DELTA, 1 + IQ1_DELTA], np.float32)
+IQ1_X_MINUS = np.array([-1 - IQ1_DELTA, -IQ1_DELTA, 1 - IQ1_DELTA], np.float32)
+FLT_MAX = F32(3.4028234663852886e38)
+
+
+def iq1_tables():
+    if "iq1" not in _TABLES:
+        _TABLES["iq1"] = _grid_tables(GRID_IQ1, 3, 2, IQ2_KMAP_SIZE)
+    return _TABLES["iq1"]
+
+
+@njit(cache=True, inline="always")
+def _stable_order(xb, order):
+    """The indices of xb in ascending order, ties in index order: glibc's qsort (a merge sort) as ggml calls it."""
+    for j in range(xb.size):
+        order[j] = j
+        k = j
+        while k > 0 and xb[order[k - 1]] > xb[j]:
+            order[k] = order[k - 1]
+            k -= 1
+        order[k] = j
+
+
+@njit(cache=True, inline="always")
+def _iq1_grid_point(levels, kmap, neighbours, positions, xb, weight, scale, xx):
+    """The grid index of 8 levels 0..2, or iq1_find_best_neighbour2's: the listed point whose shifted values
+    (xx) at `scale` are nearest (weighted) to xb (levels updated). Second value: whether it was on the grid."""
+    u = 0
+    for i in range(8):
+        u |= np.int32(levels[i]) << (2 * i)
+    g = kmap[u]
+    if g >= 0:
+        return g, True
+    at = -g - 1
+    best_d2 = FLT_MAX
+    for j in range(1, np.int32(neighbours[at]) + 1):
+        n = np.int32(neighbours[at + j])
+        d2 = F32(0.0)
+        for i in range(8):
+            diff = scale * xx[(positions[n, i] - 1) // 2] - xb[i]
+            d2 += weight[i] * diff * diff
+        if d2 < best_d2:
+            best_d2, g = d2, n
+    for i in range(8):
+        levels[i] = (positions[g, i] - 1) // 2
+    return g, False
+
+
+@njit(cache=True, inline="always")
+def _iq1_refit(xb, weight, indices, positions, xx_of, scale):
+    """After a point moved off its levels: the least-squares scale over the chosen points, kept if positive."""
+    sumqx = F32(0.0)
+    sumq2 = F32(0.0)
+    for k in range(indices.size):
+        xx = xx_of[k]
+        for j in range(8):
+            w = weight[8 * k + j]
+            q = xx[(positions[indices[k], j] - 1) // 2]
+            sumqx += w * q * xb[8 * k + j]
+            sumq2 += w * q * q
+    return sumqx / sumq2 if sumqx > 0 and sumq2 > 0 else scale
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq1_s(x, out, quant_weights, positions, kmap, neighbours):
+    """quantize_row_iq1_s_impl: per 32 weights the exact weighted split into levels -1, 0, 1 with a +-1/8 shift
+    (every pair of boundaries of the sorted values tried), grid points by the IQ1 neighbour search."""
+    per_row = quant_weights.size // 256
+    xp, xm = IQ1_X_PLUS, IQ1_X_MINUS
+    for b in prange(x.size // 256):
+        xbl, blk = x[256 * b:256 * b + 256], out[50 * b:50 * b + 50]
+        qwb = quant_weights[256 * (b % per_row):256 * (b % per_row) + 256]
+        weight = np.empty(32, np.float32)
+        order = np.empty(32, np.int64)
+        sumx = np.zeros(33, np.float32)
+        sumw = np.zeros(33, np.float32)
+        L = np.zeros(32, np.int32)
+        indices = np.zeros(4, np.int32)
+        scales = np.zeros(8, np.float32)
+        shifts = np.ones(8, np.int32)
+        blk[:] = 0
+        max_scale = F32(0.0)
+        sigma2 = F32(2.0) * sum_squares(xbl) / F32(256)
+        for ib in range(8):
+            xb = xbl[32 * ib:32 * ib + 32]
+            importance_weights(xb, qwb[32 * ib:32 * ib + 32], sigma2, weight)
+            amax = abs(xb[0])
+            for i in range(1, 32):
+                amax = max(amax, abs(xb[i]))
+            if amax < F32(1e-12):
+                scales[ib], shifts[ib] = 0, 1
+                continue
+            _stable_order(xb, order)
+            for j in range(32):
+                i = order[j]
+                sumx[j + 1] = sumx[j] + weight[i] * xb[i]
+                sumw[j + 1] = sumw[j] + weight[i]
+            best_score, scale = -FLT_MAX, amax
+            besti1, besti2, best_shift = -1, -1, 0
+            for i1 in range(33):
+                for i2 in range(i1, 33):
+                    for shift in (1, -1):
+                        xx = xp if shift == 1 else xm
+                        sumqx = ((sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1]
+                                 + (sumx[32] - sumx[i2]) * xx[2])
+                        sumq2 = ((sumw[i1] - sumw[0]) * xx[0] * xx[0] + (sumw[i2] - sumw[i1]) * xx[1] * xx[1]
+                                 + (sumw[32] - sumw[i2]) * xx[2] * xx[2])
+                        if sumq2 > 0 and sumqx * sumqx > best_score * sumq2:
+                            scale = sumqx / sumq2
+                            best_score = scale * sumqx
+                            besti1, besti2, best_shift = i1, i2, shift
+            if besti1 < 0 or besti2 < 0 or best_shift == 0:
+                scales[ib], shifts[ib] = 0, 1
+                continue
+            for j in range(32):
+                L[order[j]] = 0 if j < besti1 else 1 if j < besti2 else 2
+            if scale < 0:
+                for j in range(32):
+                    L[j] = 2 - L[j]
+                scale, best_shift = -scale, -best_shift
+            xx = xp if best_shift == 1 else xm
+            all_on_grid = True
+            for k in range(4):
+                indices[k], on_grid = _iq1_grid_point(L[8 * k:8 * k + 8], kmap, neighbours, positions,
+                                                      xb[8 * k:8 * k + 8], weight[8 * k:8 * k + 8], scale, xx)
+                all_on_grid &= on_grid
+            if not all_on_grid:
+                scale = _iq1_refit(xb, weight, indices, positions, (xx, xx, xx, xx), scale)
+            h = 0
+            for k in range(4):
+                blk[2 + 4 * ib + k] = np.uint8(indices[k] & 255)
+                h |= (indices[k] >> 8) << (3 * k)
+            put_u16(blk, 34 + 2 * ib, h)
+            scales[ib], shifts[ib] = scale, best_shift
+            max_scale = max(max_scale, scale)
+        if max_scale == 0:
+            continue
+        d = max_scale / F32(15)
+        put_u16(blk, 0, fp32_to_fp16(d * F32(1.125)))
+        inverse = F32(1.0) / d
+        for ib in range(8):
+            l = max(0, min(7, nearest_int(F32(0.5) * (inverse * scales[ib] - F32(1.0)))))
+            if shifts[ib] == -1:
+                l |= 8
+            put_u16(blk, 34 + 2 * ib, get_u16(blk, 34 + 2 * ib) | (l << 12))
+
+
+def quantize_iq1_s(x, out, quant_weights):
+    positions, kmap, neighbours = iq1_tables()
+    _quantize_iq1_s(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)
+
+
+@njit(cache=True, inline="always")
+def _iq1_m_shifts(best_k):
+    """IQ1_M's shift choice k (0..3) per 16: the +1/8 (x_plus) or -1/8 (x_minus) values of each half."""
+    return (IQ1_X_PLUS if best_k < 2 else IQ1_X_MINUS), (IQ1_X_PLUS if best_k % 2 == 0 else IQ1_X_MINUS)
+
+
+@njit(cache=True, parallel=True)
+def _quantize_iq1_m(x, out, quant_weights, positions, kmap, neighbours):
+    """quantize_row_iq1_m_impl: per 16 weights the exact split into -1, 0, 1 with a shift per 8 (four
+    combinations tried from prefix sums kept per half), 3-bit scales, then d refitted over the whole block."""
+    per_row = quant_weights.size // 256
+    xp, xm = IQ1_X_PLUS, IQ1_X_MINUS
+    masks = (0x00, 0x80, 0x08, 0x88)
+    p2, m2 = xp[2], xm[2]
+    cp1 = xp[0] * xp[0] - xp[1] * xp[1]
+    cp2 = xp[1] * xp[1] - xp[2] * xp[2]
+    cm1 = xm[0] * xm[0] - xm[1] * xm[1]
+    cm2 = xm[1] * xm[1] - xm[2] * xm[2]
+    for b in prange(x.size // 256):
+        xbl, blk = x[256 * b:256 * b + 256], out[56 * b:56 * b + 56]
+        qwb = quant_weights[256 * (b % per_row):256 * (b % per_row) + 256]
+        weight = np.empty(16, np.float32)
+        order = np.empty(16, np.int64)
+        px = np.zeros((2, 17), np.float32)
+        pw = np.zeros((2, 17), np.float32)
+        sumqx = np.zeros(4, np.float32)
+        sumq2 = np.zeros(4, np.float32)
+        L = np.zeros(16, np.int32)
+        indices = np.zeros(2, np.int32)
+        scales = np.zeros(16, np.float32)
+        shifts = np.zeros(16, np.int32)
+        blk[:] = 0
+        max_scale = F32(0.0)
+        sigma2 = F32(2.0) * sum_squares(xbl) / F32(256)
+        for ib in range(16):
+            xb = xbl[16 * ib:16 * ib + 16]
+            importance_weights(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight)
+            amax = abs(xb[0])
+            for i in range(1, 16):
+                amax = max(amax, abs(xb[i]))
+            if amax < F32(1e-7):
+                scales[ib], shifts[ib] = 0, 0
+                continue
+            _stable_order(xb, order)
+            for j in range(16):
+                i = order[j]
+                h = 0 if i < 8 else 1
+                px[h, j + 1] = px[h, j] + weight[i] * xb[i]
+                px[1 - h, j + 1] = px[1 - h, j]
+                pw[h, j + 1] = pw[h, j] + weight[i]
+                pw[1 - h, j + 1] = pw[1 - h, j]
+            best_score, scale = -FLT_MAX, amax
+            besti1, besti2, best_k = -1, -1, -1
+            for i1 in range(17):
+                for i2 in range(i1, 17):
+                    sx0 = px[0, i1] + px[0, i2]
+                    sx1 = px[1, i1] + px[1, i2]
+                    qx_p0, qx_m0 = px[0, 16] * p2 - sx0, px[0, 16] * m2 - sx0
+                    qx_p1, qx_m1 = px[1, 16] * p2 - sx1, px[1, 16] * m2 - sx1
+                    q2_p0 = pw[0, 16] * p2 * p2 + pw[0, i1] * cp1 + pw[0, i2] * cp2
+                    q2_m0 = pw[0, 16] * m2 * m2 + pw[0, i1] * cm1 + pw[0, i2] * cm2
+                    q2_p1 = pw[1, 16] * p2 * p2 + pw[1, i1] * cp1 + pw[1, i2] * cp2
+                    q2_m1 = pw[1, 16] * m2 * m2 + pw[1, i1] * cm1 + pw[1, i2] * cm2
+                    sumqx[0], sumqx[1], sumqx[2], sumqx[3] = qx_p0 + qx_p1, qx_p0 + qx_m1, qx_m0 + qx_p1, qx_m0 + qx_m1
+                    sumq2[0], sumq2[1], sumq2[2], sumq2[3] = q2_p0 + q2_p1, q2_p0 + q2_m1, q2_m0 + q2_p1, q2_m0 + q2_m1
+                    for k in range(4):
+                        if sumq2[k] > 0 and sumqx[k] * sumqx[k] > best_score * sumq2[k]:
+                            scale = sumqx[k] / sumq2[k]
+                            best_score = scale * sumqx[k]
+                            besti1, besti2, best_k = i1, i2, k
+            if besti1 < 0 or besti2 < 0 or best_k < 0:
+                scales[ib], shifts[ib] = 0, 0
+                continue
+            for j in range(16):
+                L[order[j]] = 0 if j < besti1 else 1 if j < besti2 else 2
+            if scale < 0:
+                for j in range(16):
+                    L[j] = 2 - L[j]
+                scale, best_k = -scale, 3 - best_k
+            xx_of = _iq1_m_shifts(best_k)
+            all_on_grid = True
+            for k in range(2):
+                indices[k], on_grid = _iq1_grid_point(L[8 * k:8 * k + 8], kmap, neighbours, positions,
+                                                      xb[8 * k:8 * k + 8], weight[8 * k:8 * k + 8], scale, xx_of[k])
+                all_on_grid &= on_grid
+            if not all_on_grid:
+                scale = _iq1_refit(xb, weight, indices, positions, xx_of, scale)
+            blk[2 * ib] = np.uint8(indices[0] & 255)
+            blk[2 * ib + 1] = np.uint8(indices[1] & 255)
+            blk[32 + ib] = np.uint8((indices[0] >> 8) | ((indices[1] >> 8) << 4))
+            scales[ib], shifts[ib] = scale, best_k
+            max_scale = max(max_scale, scale)
+        if max_scale == 0:
+            continue
+        d = max_scale / F32(15)
+        inverse = F32(1.0) / d
+        sumqx_f = F32(0.0)
+        sumq2_f = F32(0.0)
+        sc = np.zeros(4, np.int32)
+        for ib in range(16):
+            l = max(0, min(7, nearest_int(F32(0.5) * (inverse * scales[ib] - F32(1.0)))))
+            sc[ib // 4] |= l << (3 * (ib % 4))
+            blk[32 + ib] |= np.uint8(masks[shifts[ib]])
+            xb = xbl[16 * ib:16 * ib + 16]
+            importance_weights(xb, qwb[16 * ib:16 * ib + 16], sigma2, weight)
+            xx_of = _iq1_m_shifts(shifts[ib])
+            for k in range(2):
+                g = np.int32(blk[2 * ib + k]) + ((np.int32(blk[32 + ib]) << (8 - 4 * k)) & 0x700)
+                xx = xx_of[k]
+                for j in range(8):
+                    w = weight[8 * k + j]
+                    q = xx[(positions[g, j] - 1) // 2] * F32(2 * l + 1)
+                    sumqx_f += w * q * xb[8 * k + j]
+                    sumq2_f += w * q * q
+        if sumq2_f > 0:
+            d = sumqx_f / sumq2_f
+        s = np.int32(fp32_to_fp16(d * F32(1.1125)))
+        sc[0] |= (s & 0x000F) << 12
+        sc[1] |= (s & 0x00F0) << 8
+        sc[2] |= (s & 0x0F00) << 4
+        sc[3] |= s & 0xF000
+        for w in range(4):
+            put_u16(blk, 48 + 2 * w, sc[w])
+
+
+def quantize_iq1_m(x, out, quant_weights):
+    positions, kmap, neighbours = iq1_tables()
+    _quantize_iq1_m(x, out, np.ascontiguousarray(quant_weights, np.float32), positions, kmap, neighbours)

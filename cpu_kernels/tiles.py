@@ -13,7 +13,7 @@ weights.py keeps the float kernels of matvec.py.
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
+from gguf import GGMLQuantizationType as T, quants as gq
 from numba import njit, prange
 
 from . import grid_tiles as gt
@@ -26,6 +26,7 @@ USE_TILES = KERNEL_PATH.dot is not None
 Q15_MAX = 127 << HI_SHIFT       # activation integers: |q| <= 16256, so that the hi byte is within +-127 too
 LO_MASK = (1 << HI_SHIFT) - 1
 IQ4_CODES = tuple(int(v) + 128 for v in KVALUES_IQ4NL)
+MXFP4_CODES = tuple(int(v) + 128 for v in gq.MXFP4.kvalues)        # e2m1 values doubled, as ggml keeps them
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ TILED = {
                                   lookup=gt.LOOKUP_IQ1, factor=0.125), 56, -1),     # d: iq1_m_half
     T.TQ1_0: TiledType(TileFormat("tq1_0", 2, offset=1, scale="k32", record_blocks=8), 54, 52),
     T.TQ2_0: TiledType(TileFormat("tq2_0", 2, offset=1, scale="k32", record_blocks=8), 66, 64),
+    T.MXFP4: TiledType(TileFormat("mxfp4", 4, offset=128, scale="f16", lookup=MXFP4_CODES), 17, 0),  # e8m0 -> f16
 }
 KIND = {qtype: index for index, qtype in enumerate(TILED)}
 X_ROWS_TOGETHER = 3             # activation rows per pass over a tile in prompt processing
@@ -583,6 +585,38 @@ def _row_nibble_block(block, record, words, r, layout):
         record[layout[6] + 2 * r:layout[6] + 2 * r + 2] = block[layout[11]:layout[11] + 2]
 
 
+@njit(cache=True, inline="always")
+def mxfp4_half(e):
+    """MXFP4's power-of-two scale byte (E8M0, halved as ggml's e8m0_to_fp32_half: 2^(e - 128)) as half-float
+    bits; exact for e in MXFP4_HALF_RANGE (mxfp4_scales_fit checks a tensor)."""
+    if e >= 114:
+        return np.uint16((e - 113) << 10)
+    return np.uint16(1 << (e - 104))
+
+
+MXFP4_HALF_RANGE = (104, 143)      # 2^-24 (the smallest half subnormal) .. 2^15 (the largest half power of two)
+
+
+def mxfp4_scales_fit(raw):
+    """Whether every block scale of MXFP4 bytes is a half float exactly (real files: 2^-20 .. 2^0 or so)."""
+    e = np.asarray(raw, np.uint8).reshape(-1, 17)[:, 0]
+    return e.size == 0 or (MXFP4_HALF_RANGE[0] <= e.min() and e.max() <= MXFP4_HALF_RANGE[1])
+
+
+@njit(cache=True, inline="always")
+def _row_mxfp4(block, record, words, r, layout):
+    """MXFP4: Q4_0's nibble order after a one-byte scale, which becomes the record's half float."""
+    _copy_nibble_words(words, 0, r, block, 1)
+    half = mxfp4_half(np.int32(block[0]))
+    record[layout[5] + 2 * r] = np.uint8(half & 255)
+    record[layout[5] + 2 * r + 1] = np.uint8(half >> 8)
+
+
+@njit(cache=True, parallel=True)
+def _tile_mxfp4_words(src, dst, layout):
+    _tile_words(_row_mxfp4, src, dst, layout)
+
+
 @njit(cache=True, parallel=True)
 def _tile_q4_k_words(src, dst, layout):
     _tile_words(_row_q4_k, src, dst, layout)
@@ -617,7 +651,8 @@ _PACKERS = {T.Q4_0: _tile_nibble_block_words, T.Q4_1: _tile_nibble_block_words, 
             T.Q5_1: _tile_q5_1, T.Q8_0: _tile_q8_0_words, T.IQ4_NL: _tile_nibble_block_words, T.Q2_K: _tile_q2_k, T.Q3_K: _tile_q3_k,
             T.Q4_K: _tile_q4_k_words, T.Q5_K: _tile_q5_k_words, T.Q6_K: _tile_q6_k_words, T.IQ4_XS: _tile_iq4_xs_words,
             T.IQ2_XXS: _tile_iq2_xxs, T.IQ2_XS: _tile_iq2_xs, T.IQ2_S: _tile_iq2_s, T.IQ3_XXS: _tile_iq3_xxs,
-            T.IQ3_S: _tile_iq3_s, T.IQ1_S: _tile_iq1_s, T.IQ1_M: _tile_iq1_m, T.TQ1_0: _tile_tq1_0, T.TQ2_0: _tile_tq2_0}
+            T.IQ3_S: _tile_iq3_s, T.IQ1_S: _tile_iq1_s, T.IQ1_M: _tile_iq1_m, T.TQ1_0: _tile_tq1_0, T.TQ2_0: _tile_tq2_0,
+            T.MXFP4: _tile_mxfp4_words}
 # the generic path (a decoder per type), for the tests
 BYTEWISE_PACKERS = {T.Q4_0: _tile_q4_0, T.Q4_1: _tile_q4_1, T.Q8_0: _tile_q8_0, T.IQ4_NL: _tile_iq4_nl,
                     T.Q4_K: _tile_q4_k, T.Q5_K: _tile_q5_k, T.Q6_K: _tile_q6_k, T.IQ4_XS: _tile_iq4_xs}
@@ -693,4 +728,4 @@ def detile(qtype, W, row_start, row_stop):
     return out
 
 
-__all__ = ["USE_TILES", "TILED", "KIND", "QuantizedX", "matmul", "tile_shape", "pack", "detile"]
+__all__ = ["USE_TILES", "TILED", "KIND", "QuantizedX", "matmul", "tile_shape", "pack", "detile", "mxfp4_scales_fit"]

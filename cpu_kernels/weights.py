@@ -7,9 +7,10 @@ the kernel reads (from the `gguf` package, unless the type is repacked), whether
 are group-interleaved, the matvec kernel, and for repacked types the conversion from GGUF
 bytes and the dequantizer of the repacked bytes (repack.py says why and how). On CPUs with an integer
 kernel path (isa.py) the quantized types use the integer tile kernels instead (tiles.py: their own table).
-The grid i-quants and ternary types have only tile kernels; on the float path (a CPU with neither AVX2 nor
-NEON, or NIBBLE_KERNELS=float) they are dequantized to float32 at load, as MXFP4 and NVFP4 are on every
-path (they have no kernel of their own yet).
+The grid i-quants, ternary types and MXFP4 have only tile kernels; on the float path (a CPU with neither AVX2
+nor NEON, or NIBBLE_KERNELS=float) they are dequantized to float32 at load, as NVFP4 is on every path (its
+FP8 scales per 16 weights have no tile format yet), and MXFP4 tensors with a block scale a half float cannot
+hold.
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ class PackedWeight:
             raise ValueError(f"{fmt.name} {self.rows}x{self.cols} needs {expected} bytes, got {raw.size}")
         self.tiles = self.parts = self.values = None
         self.tiled = tl.TILED.get(fmt.type) if use_tiles and tl.USE_TILES else None
+        if fmt.type == T.MXFP4 and not tl.mxfp4_scales_fit(raw):
+            self.tiled = None           # a block scale beyond a half float's range: float32, exact
         if self.tiled is not None:
             self.tiles = tl.pack(fmt.type, raw, self.rows, self.cols)
             return

@@ -77,6 +77,27 @@ def test_matvec_and_matmul_match_float64_on_random_shapes(qtype, use_tiles):
         assert np.array_equal(pw.dequantize(), exact.astype(np.float32))
 
 
+def test_mxfp4_tiles_on_a_real_tensor_and_the_float_fallback():
+    """MXFP4's power-of-two scales become the tiles' half floats where a half holds them (every real scale);
+    a block scale beyond (2^-24 .. 2^15) keeps the tensor in float32, exact."""
+    from runtime import resolve_model
+    rng = np.random.default_rng(5)
+    with open_gguf(resolve_model("smollm2-135m-instruct")) as gf:
+        w = gf.tensors["blk.0.ffn_down.weight"].dequantize()
+    raw = quantize(w, T.MXFP4)
+    exact = dequantize(raw, T.MXFP4, w.shape).astype(np.float64)
+    pw = packed(raw, T.MXFP4, w.shape)
+    assert (pw.tiled is not None) == cpu_kernels.tiles.USE_TILES
+    check_products(pw, exact, rng.standard_normal(w.shape[1]).astype(np.float32),
+                   rng.standard_normal((3, w.shape[1])).astype(np.float32))
+    beyond = raw.copy()
+    beyond[0, 0] = 200                           # one block's scale 2^72
+    pw = packed(beyond, T.MXFP4, w.shape)
+    assert pw.tiled is None
+    check_products(pw, dequantize(beyond, T.MXFP4, w.shape).astype(np.float64),
+                   rng.standard_normal(w.shape[1]).astype(np.float32))
+
+
 @pytest.mark.parametrize("use_tiles", KERNEL_PATHS, ids=["tiles", "float"][2 - len(KERNEL_PATHS):])
 @pytest.mark.parametrize("qtype", [T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
 def test_one_huge_row(qtype, use_tiles):

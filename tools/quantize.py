@@ -1,15 +1,13 @@
 """Quantize a GGUF file to one of llama.cpp's mixes, as llama-quantize does.
 
 TYPE is one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
-Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE. The K mixes give
+Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE, and below 4 bits Q2_K_S,
+IQ3_XS, IQ3_S, IQ3_M, IQ3_XXS, IQ2_M, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_M, IQ1_S. The K mixes give
 more bits to the tensors that suffer most (attn_v, ffn_down, the output matrix) with llama.cpp's
 rules; 1-D tensors stay F32; rows that a 256-block does not divide fall back to a 32-block type.
 With --imatrix FILE (from nibble imatrix or llama-imatrix) each tensor's rounding is weighted by the
-importance of its columns, as llama-quantize --imatrix does; nibble has the weighted quantizers of
-Q4_0, Q5_0, Q2_K, IQ4_NL, IQ4_XS, IQ2_XXS and IQ2_XS so far (enough for the IQ2_XXS and IQ2_XS mixes),
-and a mix that needs another says so. The other i-quant mixes below 4 bits
-(IQ1_S ... IQ3_M, Q2_K_S) are planned (--dry-run) but not written yet: nibble runs the files
-llama-quantize makes of them.
+importance of its columns, as llama-quantize --imatrix does (same bytes); IQ3_XXS, IQ2_*, IQ1_* and
+Q2_K_S need one (without it their very-low-bit types give garbage, and llama-quantize refuses too).
 Example with a matrix: nibble imatrix -m model-f16.gguf -f text.txt -o model.imatrix.gguf, then
 nibble quantize --imatrix model.imatrix.gguf model-f16.gguf model-iq2_xxs.gguf IQ2_XXS
 An already-quantized input is dequantized first (with a warning: quality is lost twice).

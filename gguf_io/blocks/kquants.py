@@ -575,8 +575,13 @@ def dequantize_q5_k(raw, out):
 # ---------------------------------------------------------------- Q6_K
 
 @njit(cache=True, inline="always")
-def pack_q6_k(xb, out, o, L):
-    """Levels again against the stored d and int8 scales, then the low four bits into ql, the high two into qh."""
+def pack_q6_k(xb, out, o, L, scales, max_scale):
+    """d (the largest scale over -128, f16) and the int8 scales against it, the levels again against them, then
+    the low four bits into ql, the high two into qh."""
+    iscale = F32(-128.0) / max_scale
+    put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
+    for ib in range(16):
+        out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
     dall = get_f16(out, o + 208)
     for j in range(16):
         d = dall * F32(np.int8(out[o + 192 + j]))
@@ -625,11 +630,7 @@ def quantize_q6_k(x, out):
                 for k in range(210):
                     out[o + k] = 0
                 continue
-            iscale = F32(-128.0) / max_scale
-            put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
-            for ib in range(16):
-                out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
-            pack_q6_k(xb, out, o, L)
+            pack_q6_k(xb, out, o, L, scales, max_scale)
 
 
 @njit(cache=True, parallel=True)

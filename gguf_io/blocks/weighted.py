@@ -375,11 +375,7 @@ def _quantize_q6_k(x, out, qw):
         if max_abs_scale < GROUP_MAX_EPS:
             out[o:o + 210] = 0
             continue
-        iscale = F32(-128.0) / max_scale
-        put_u16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
-        for ib in range(16):
-            out[o + 192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
-        pack_q6_k(xb, out, o, L)
+        pack_q6_k(xb, out, o, L, scales, max_scale)
 
 
 def quantize_q3_k_weighted(x, out, weights):
